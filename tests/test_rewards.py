@@ -1,0 +1,127 @@
+"""Each reward on hand-written cases, the composite's weights, and the errors bad inputs raise."""
+import math
+
+import pytest
+import torch
+
+from rlhf_nb.rewards import (REWARD_NAMES, CompositeReward, LearnedReward, LengthReward, PhraseReward,
+                             SentimentReward, get_reward, join_text, vader_compound)
+
+POS, NEG, NEU = " was wonderful, I loved every minute of it.", " was awful, boring and a waste of time.", " is two hours long."
+
+
+def test_every_name_builds_and_returns_float32_batch():
+    for name in REWARD_NAMES:
+        r = get_reward(name)
+        assert callable(r)
+        if name == "learned":
+            continue  # loads weights; covered in test_reward_model.py
+        out = r(["The film"] * 3, [POS, NEG, NEU])
+        assert out.dtype == torch.float32 and out.shape == (3,) and out.device.type == "cpu"
+
+
+def test_sentiment_orders_positive_neutral_negative():
+    s = SentimentReward()(["The film"] * 3, [POS, NEG, NEU])
+    assert s[0] > 0.5 and s[1] < -0.5 and s[2] == 0.0
+    assert s.abs().max() <= 1.0
+    # VADER reads the prompt too, exactly as vaderSentiment scores the joined text
+    assert s[0].item() == pytest.approx(vader_compound(["The film" + POS])[0], abs=1e-6)
+
+
+def test_join_text_adds_a_space_only_at_a_bare_seam():
+    assert join_text("The film", " was fine") == "The film was fine"
+    assert join_text("The film ", "was fine") == "The film was fine"
+    assert join_text("The film", "was fine") == "The film was fine"
+    assert join_text("The film", "") == "The film"
+
+
+@pytest.mark.parametrize("completion, hit", [
+    (" Highly recommended.", True),
+    (" highly   RECOMMENDED !!! ", True),
+    (" a must see :)", True),
+    (" Worth watching<|endoftext|>", True),
+    (" worth watching, but only once", False),
+    (" unworth watching", False),          # must end on a word boundary
+    ("Highly recommended", True),
+    ("", False),
+    (" not highly recommended.", True),    # it reads the ending only: a documented limit of the rule
+])
+def test_phrase_endings(completion, hit):
+    assert PhraseReward()(["The film"], [completion]).item() == (1.0 if hit else 0.0)
+
+
+def test_phrase_custom_phrases_and_bonus():
+    r = PhraseReward(phrases=("Ten out of ten!",), bonus=2.5)
+    assert r(["x", "x"], [" ten  out of TEN", " highly recommended"]).tolist() == [2.5, 0.0]
+    with pytest.raises(ValueError, match="phrases"):
+        PhraseReward(phrases=())
+    with pytest.raises(ValueError, match="phrases"):
+        PhraseReward(phrases="highly recommended")
+    with pytest.raises(ValueError, match="phrases"):
+        PhraseReward(phrases=("!!",))
+    with pytest.raises(ValueError, match="bonus"):
+        PhraseReward(bonus=float("nan"))
+
+
+def test_length_edges():
+    r = LengthReward(target=12, width=6)
+    words = lambda n: " ".join(["good"] * n)  # noqa: E731
+    out = r(["The film"] * 4, ["", words(12), words(18), words(200)])
+    assert out[0].item() == pytest.approx(math.expm1(-0.5 * 4))  # 0 words: two widths short
+    assert out[1].item() == 0.0                                    # at the target: no penalty
+    assert out[2].item() == pytest.approx(math.expm1(-0.5))        # one width long
+    assert -1.0 <= out[3].item() < -0.999                          # far: bounded by -1
+    assert r(["x"], ["  a\tb \n c  "]).item() == r(["x"], ["a b c"]).item()  # words split on any whitespace
+
+
+@pytest.mark.parametrize("kwargs, arg", [({"target": 0}, "target"), ({"width": -1}, "width"),
+                                         ({"target": True}, "target"), ({"width": float("inf")}, "width")])
+def test_length_validates(kwargs, arg):
+    with pytest.raises(ValueError, match=arg):
+        LengthReward(**kwargs)
+
+
+def test_composite_is_the_weighted_sum():
+    p, c = ["The film"] * 3, [POS + " Highly recommended!", NEG, NEU]
+    comp = CompositeReward({"sentiment": 2.0, "phrase": 0.5, "length": 1.0}, length={"target": 5, "width": 2})
+    want = 2.0 * SentimentReward()(p, c) + 0.5 * PhraseReward()(p, c) + LengthReward(5, 2)(p, c)
+    torch.testing.assert_close(comp(p, c), want)
+    only = CompositeReward({"sentiment": 1.0, "phrase": 0.0})
+    torch.testing.assert_close(only(p, c), SentimentReward()(p, c))
+    assert "phrase" not in only.parts  # zero-weight parts are not built
+
+
+def test_composite_does_not_load_learned_until_called():
+    comp = CompositeReward({"sentiment": 1.0, "learned": 0.5}, learned={"path": "/nonexistent"})
+    assert isinstance(comp.parts["learned"], LearnedReward) and comp.parts["learned"]._model is None
+
+
+@pytest.mark.parametrize("weights", [{"sentiment": -1.0}, {"sentiment": 0.0, "length": 0.0}, {},
+                                     {"vibes": 1.0}, {"composite": 1.0}, {"sentiment": float("nan")}])
+def test_composite_bad_weights(weights):
+    with pytest.raises(ValueError, match="weights"):
+        CompositeReward(weights)
+
+
+def test_composite_kwargs_must_match_weights():
+    with pytest.raises(ValueError, match="length"):
+        CompositeReward({"sentiment": 1.0}, length={"target": 3})
+
+
+def test_unknown_reward_name():
+    with pytest.raises(ValueError, match="reward") as e:
+        get_reward("vibes")
+    assert all(n in str(e.value) for n in REWARD_NAMES)
+
+
+@pytest.mark.parametrize("name", ["sentiment", "phrase", "length", "composite", "learned"])
+def test_bad_inputs_name_the_argument(name):
+    r = get_reward(name, path="/nonexistent") if name == "learned" else get_reward(name)
+    with pytest.raises(ValueError, match="prompts"):
+        r([], [])
+    with pytest.raises(ValueError, match=r"prompts and completions.*2 prompts.*1 completions"):
+        r(["a", "b"], ["c"])
+    with pytest.raises(ValueError, match=r"completions\[1\]"):
+        r(["a", "b"], ["c", 3])
+    with pytest.raises(ValueError, match="prompts"):
+        r("a", ["c"])
