@@ -1,0 +1,80 @@
+# rlhf_nb — every command a learner or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+NB_SANITIZE := tests/nbval_sanitize.cfg
+# smoke notebook parameters: make smoke SEED=1 KL=0.1 BATCH=8 STEPS=6
+SEED ?= 0
+KL ?= 0.05
+BATCH ?= 16
+STEPS ?= 8
+REWARD ?= sentiment
+export TOKENIZERS_PARALLELISM := false
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help setup smoke test test-unit test-notebooks test-browser lab notebooks base-model reward-model \
+        train_smoke train_quick train_full tensorboard check bench clean
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,trl]' 2>&1 | grep -v 'is ignored' || true
+	@$(PY) -c "import rlhf_nb, torch, transformers, trl" || { echo "install failed"; exit 1; }
+	$(PY) -m ipykernel install --sys-prefix --name rlhf_nb --display-name "Python (rlhf_nb)" >/dev/null
+	@touch $@
+
+setup: $(STAMP)  ## create .venv and install the pinned set (constraints.txt)
+
+smoke: $(STAMP)  ## run notebooks/00_smoke.ipynb with papermill into runs/run_*/ (SEED= KL= BATCH= STEPS= REWARD=)
+	$(PY) -m rlhf_nb.smoke --seed $(SEED) --kl_coef $(KL) --batch_size $(BATCH) --steps $(STEPS) --reward $(REWARD)
+
+test: $(STAMP)  ## unit tests + nbval over every notebook (+ the browser test when chromium is present)
+	$(PY) -m pytest -q tests notebooks --nbval --nbval-current-env --nbval-sanitize-with $(NB_SANITIZE) -p no:cacheprovider
+
+test-unit: $(STAMP)  ## unit tests only
+	$(PY) -m pytest -q tests -m "not browser"
+
+test-notebooks: $(STAMP)  ## nbval over the stored notebooks only
+	$(PY) -m pytest -q notebooks --nbval --nbval-current-env --nbval-sanitize-with $(NB_SANITIZE)
+
+test-browser: $(STAMP)  ## JupyterLab in headless Chromium: open 06, move the KL slider, click Run
+	RLHF_NB_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests/test_browser.py -m browser
+
+lab: $(STAMP)  ## open JupyterLab on the notebooks with the rlhf_nb kernel
+	$(VENV)/bin/jupyter lab notebooks
+
+notebooks: $(STAMP)  ## re-execute every notebook in order and store its outputs
+	$(PY) -m rlhf_nb.notebooks
+
+base-model: $(STAMP)  ## retrain the embedded tiny GPT-2 and its tokenizer (rlhf_nb/assets/tiny-gpt2-reviews)
+	$(PY) -m rlhf_nb.base_model
+
+reward-model: $(STAMP)  ## retrain the reward model from simulated preferences (rlhf_nb/assets/reward-model)
+	$(PY) -m rlhf_nb.reward_model
+
+train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
+	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4
+
+train_quick: $(STAMP)  ## about a minute: sentiment climbs toward +1
+	$(PY) -m rlhf_nb.train --seed 0 --epochs 3 --steps_per_epoch 20 --batch_size 32 --save_every 20
+
+train_full: $(STAMP)  ## several minutes, adaptive KL
+	$(PY) -m rlhf_nb.train --seed 0 --epochs 10 --steps_per_epoch 30 --batch_size 64 --adaptive_kl --target_kl 4 --save_every 50
+
+tensorboard: $(STAMP)  ## TensorBoard over runs/
+	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1
+
+check: $(STAMP)  ## verify the install: imports, embedded model loads, one reward scores
+	$(PY) -m rlhf_nb.check
+
+bench: $(STAMP)  ## measure speed, memory and learning curves; writes docs/benchmarks.md
+	$(PY) -m rlhf_nb.bench
+
+clean:  ## remove caches and run outputs (keeps runs/.gitkeep and .venv)
+	find runs -mindepth 1 ! -name .gitkeep -exec rm -rf {} + 2>/dev/null || true
+	rm -rf .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -exec rm -rf {} + 2>/dev/null || true

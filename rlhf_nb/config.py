@@ -1,0 +1,189 @@
+"""One run config: a dataclass that the CLI, the notebooks and papermill parameters all derive from."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+REWARD_CHOICES = ("sentiment", "phrase", "length", "composite", "learned")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+ADVANTAGE_CHOICES = ("gae", "grpo", "rloo")
+KL_ESTIMATOR_CHOICES = ("k1", "k2", "k3")
+
+
+class ConfigError(ValueError):
+    """A config value out of its allowed range; the message names the flag."""
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None, nullable: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices, "nullable": nullable})
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; defaults suit the embedded tiny GPT-2 on a laptop CPU."""
+
+    # --- run ---
+    seed: int = _f(0, "one seed fixes prompts, sampling, minibatch order and initialisation", 0, 2**32 - 1)
+    device: str = _f("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
+    threads: int = _f(1, "CPU threads for torch; fixed so that printed numbers reproduce", 1, 256)
+    epochs: int = _f(1, "epochs; total PPO steps = epochs * steps_per_epoch", 1, 10_000)
+    steps_per_epoch: int = _f(30, "PPO steps (rollout + update) per epoch", 1, 100_000)
+    max_minutes: float | None = _f(None, "stop early (with a final checkpoint) after this many minutes", 0.01, 10_080, nullable=True)
+    out: str = _f("runs", "parent folder; each run gets a fresh runs/run_YYYYMMDD_HHMMSS/ (never overwritten)")
+    run_name: str | None = _f(None, "folder name under --out instead of run_YYYYMMDD_HHMMSS", nullable=True)
+    resume: str | None = _f(None, "checkpoint folder to resume from (…/checkpoints/step_N or …/final)", nullable=True)
+    save_every: int = _f(0, "write checkpoints/step_N every this many steps (0: only final/)", 0, 1_000_000)
+    log_samples: int = _f(4, "prompt/completion/reward rows written to samples.jsonl per step", 0, 1024)
+    progress: bool = _f(True, "show a tqdm progress bar (off inside notebooks)")
+
+    # --- model and reward ---
+    model: str = _f("embedded", "policy: 'embedded' (the kit's tiny GPT-2), a local HF folder, or a hub id like gpt2")
+    reward: str = _f("sentiment", "sequence score", choices=REWARD_CHOICES)
+
+    # --- rollout ---
+    batch_size: int = _f(32, "prompts per PPO step", 1, 4096)
+    num_generations: int = _f(1, "completions per prompt (grpo/rloo need >= 2)", 1, 256)
+    max_new_tokens: int = _f(12, "tokens sampled per completion (prompt + this must fit the model's context)", 1, 4096)
+    temperature: float = _f(1.0, "sampling temperature; log-probs use the same temperature", 0.01, 10.0)
+    top_k: int = _f(0, "sample from the k most likely tokens (0: off)", 0, 1_000_000)
+    top_p: float = _f(1.0, "nucleus sampling mass (1.0: off)", 0.01, 1.0)
+    missing_eos_penalty: float | None = _f(None, "subtract this from the score of completions with no EOS", 0.0, 100.0, nullable=True)
+
+    # --- KL penalty ---
+    kl_coef: float = _f(0.05, "beta: weight of the per-token KL penalty in the reward", 0.0, 10.0)
+    kl_estimator: str = _f("k1", "per-token KL estimator in the reward", choices=KL_ESTIMATOR_CHOICES)
+    adaptive_kl: bool = _f(False, "adapt beta toward --target_kl (Ziegler et al. 2019)")
+    target_kl: float = _f(6.0, "target per-sequence KL (nats) for the adaptive controller", 0.001, 1000.0)
+    kl_horizon: int = _f(10_000, "horizon (episodes) of the adaptive controller", 1, 10_000_000)
+
+    # --- advantages ---
+    advantage: str = _f("gae", "gae: value head + GAE (PPO); grpo/rloo: group baseline, no value head", choices=ADVANTAGE_CHOICES)
+    gamma: float = _f(1.0, "discount", 0.0, 1.0)
+    lam: float = _f(0.95, "GAE lambda", 0.0, 1.0)
+    whiten_rewards: bool = _f(False, "whiten per-token rewards before GAE")
+
+    # --- PPO update ---
+    learning_rate: float = _f(3e-4, "Adam learning rate", 1e-8, 1.0)
+    adam_eps: float = _f(1e-5, "Adam epsilon", 1e-12, 1e-2)
+    ppo_epochs: int = _f(4, "passes over each rollout batch", 1, 100)
+    num_minibatches: int = _f(2, "minibatches per PPO epoch", 1, 4096)
+    clip_range: float = _f(0.2, "PPO ratio clip epsilon", 0.001, 10.0)
+    clip_range_value: float = _f(0.2, "value clip epsilon", 0.001, 1000.0)
+    vf_coef: float = _f(0.1, "value loss weight", 0.0, 100.0)
+    ent_coef: float = _f(0.0, "entropy bonus weight", 0.0, 10.0)
+    max_grad_norm: float = _f(1.0, "gradient-norm clip", 0.001, 1000.0)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # one place that knows each field's allowed range; called on construction and after edits
+    def validate(self) -> "RunConfig":
+        """Check every field against its range; raise ConfigError naming the flag."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            m = f.metadata
+            flag = f"--{f.name}"
+            if v is None:
+                if m["nullable"]:
+                    continue
+                raise ConfigError(f"{flag} must be set, got None")
+            want = _base_type(f)
+            if want is bool:
+                if not isinstance(v, bool):
+                    raise ConfigError(f"{flag} must be true or false, got {v!r}")
+                continue
+            if want is int and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ConfigError(f"{flag} must be an integer{_range(m)}, got {v!r}")
+            if want is float:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ConfigError(f"{flag} must be a finite number{_range(m)}, got {v!r}")
+            if want is str and not isinstance(v, str):
+                raise ConfigError(f"{flag} must be a string, got {v!r}")
+            if m["choices"] and v not in m["choices"]:
+                raise ConfigError(f"{flag} must be one of {', '.join(m['choices'])}; got {v!r}")
+            if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
+                raise ConfigError(f"{flag} must be in {_range(m).strip()[3:]}, got {v!r}")
+        if self.advantage in ("grpo", "rloo") and self.num_generations < 2:
+            raise ConfigError(f"--num_generations must be >= 2 with --advantage {self.advantage} (a group baseline needs a group), got {self.num_generations}")
+        rollouts = self.batch_size * self.num_generations
+        if self.num_minibatches > rollouts:
+            raise ConfigError(f"--num_minibatches must be in [1, batch_size*num_generations = {rollouts}], got {self.num_minibatches}")
+        if self.adaptive_kl and self.kl_coef == 0:
+            raise ConfigError("--kl_coef must be > 0 with --adaptive_kl (the controller multiplies it), got 0")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _base_type(f: dataclasses.Field) -> type:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if t.startswith(name):
+            return typ
+    raise TypeError(f"unsupported config type {t}")
+
+
+def _range(m: dict) -> str:
+    if m["lo"] is None:
+        return ""
+    hi = m["hi"]
+    hi_s = "2**32-1" if hi == 2**32 - 1 else f"{hi:g}"
+    return f" in [{m['lo']:g}, {hi_s}]"
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def build_parser(prog: str = "python -m rlhf_nb.train") -> argparse.ArgumentParser:
+    """An argparse parser with one flag per RunConfig field: names, defaults and help come from the dataclass."""
+    p = argparse.ArgumentParser(prog=prog, description="Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(RunConfig):
+        m, typ, flag = f.metadata, _base_type(f), f"--{f.name}"
+        help_ = m["help"] + (_range(m) if m["lo"] is not None else "")
+        if typ is bool:
+            p.add_argument(flag, nargs="?", const=True, default=f.default, type=_parse_bool, help=help_)
+            p.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
+        else:
+            conv = {int: int, float: float, str: str}[typ]
+            p.add_argument(flag, type=conv, default=f.default, choices=m["choices"], help=help_)
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> RunConfig:
+    """Parse CLI flags into a validated RunConfig; a bad value exits with one line naming the flag."""
+    p = build_parser()
+    ns = p.parse_args(argv)
+    try:
+        return RunConfig(**vars(ns))
+    except ConfigError as e:
+        p.exit(2, f"error: {e}\n")

@@ -1,0 +1,63 @@
+"""RunConfig: one source of names, defaults and ranges; bad values fail up front naming the flag."""
+from __future__ import annotations
+
+import pytest
+
+from rlhf_nb.config import ConfigError, RunConfig, build_parser, config_from_args
+
+
+def test_defaults_are_valid():
+    cfg = RunConfig()
+    assert cfg.total_steps == cfg.epochs * cfg.steps_per_epoch
+
+
+@pytest.mark.parametrize("changes, flag", [
+    ({"batch_size": 0}, "--batch_size"),
+    ({"kl_coef": -1.0}, "--kl_coef"),
+    ({"device": "tpu"}, "--device"),
+    ({"reward": "vibes"}, "--reward"),
+    ({"max_new_tokens": 0}, "--max_new_tokens"),
+    ({"learning_rate": float("nan")}, "--learning_rate"),
+    ({"batch_size": 2.5}, "--batch_size"),
+    ({"adaptive_kl": "yes"}, "--adaptive_kl"),
+    ({"advantage": "grpo", "num_generations": 1}, "--num_generations"),
+    ({"num_minibatches": 64, "batch_size": 8}, "--num_minibatches"),
+])
+def test_bad_values_name_the_flag_and_range(changes, flag):
+    with pytest.raises(ConfigError) as e:
+        RunConfig(**changes)
+    msg = str(e.value)
+    assert msg.startswith(flag) and "\n" not in msg
+
+
+def test_range_is_stated():
+    with pytest.raises(ConfigError, match=r"--batch_size must be in \[1, 4096\], got 0"):
+        RunConfig(batch_size=0)
+
+
+def test_cli_is_derived_from_the_dataclass():
+    p = build_parser()
+    flags = {a.dest for a in p._actions}
+    for name in ("seed", "device", "epochs", "steps_per_epoch", "batch_size", "max_new_tokens", "learning_rate",
+                 "kl_coef", "reward", "model", "adaptive_kl", "target_kl", "max_minutes", "out", "resume"):
+        assert name in flags
+    cfg = config_from_args(["--batch_size", "8", "--adaptive_kl", "--kl_coef", "0.2"])
+    assert (cfg.batch_size, cfg.adaptive_kl, cfg.kl_coef) == (8, True, 0.2)
+
+
+def test_cli_bad_value_exits_with_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        config_from_args(["--kl_coef", "-1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --kl_coef must be in [0, 10], got -1.0"
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        RunConfig.from_dict({"batchsize": 3})
+
+
+def test_round_trip_through_dict():
+    cfg = RunConfig(seed=3, kl_coef=0.2)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
