@@ -1,0 +1,87 @@
+"""The PPO update's losses and diagnostics, on (B, T) completion tokens with a 0/1 `mask`.
+
+Stats are dicts of plain Python floats with the names of docs/metrics.md.
+"""
+from __future__ import annotations
+
+import torch
+
+from .masking import masked_mean, masked_var
+
+
+def _check_clip(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 < value < float("inf")):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def policy_loss(
+    logp_new: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate: masked mean of max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)), ρ = exp(logp_new − logp_old).
+
+    Stats: policy/clipfrac, policy/ratio (mean ρ), policy/approx_kl (k3, CleanRL's: mean of (ρ − 1) − log ρ,
+    an estimate of KL(π_old‖π_new)), policy/approx_kl_k2 (½·mean (log ρ)², TRL's `policy/approxkl`).
+    """
+    _check_clip("clip_range", clip_range)
+    log_ratio = logp_new - logp_old.detach()  # (B, T)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    adv = advantages.detach()
+    pg1 = -adv * ratio  # (B, T)
+    pg2 = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)  # (B, T)
+    loss = masked_mean(torch.max(pg1, pg2), mask)  # pessimistic bound: the clipped side carries no gradient
+    with torch.no_grad():
+        stats = {
+            "policy/clipfrac": masked_mean((pg2 > pg1).float(), mask).item(),
+            "policy/ratio": masked_mean(ratio, mask).item(),
+            "policy/approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item(),  # k3
+            "policy/approx_kl_k2": masked_mean(0.5 * log_ratio**2, mask).item(),  # k2
+        }
+    return loss, stats
+
+
+def value_loss(
+    values_new: torch.Tensor,
+    values_old: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range_value: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """½·masked mean of max((V − R)², (clip(V, V_old ± ε_v) − R)²). Stats: value/clipfrac."""
+    _check_clip("clip_range_value", clip_range_value)
+    v_old, ret = values_old.detach(), returns.detach()
+    v_clipped = torch.clamp(values_new, v_old - clip_range_value, v_old + clip_range_value)  # (B, T)
+    vf1 = (values_new - ret) ** 2  # (B, T)
+    vf2 = (v_clipped - ret) ** 2  # (B, T)
+    loss = 0.5 * masked_mean(torch.max(vf1, vf2), mask)
+    with torch.no_grad():
+        stats = {"value/clipfrac": masked_mean((vf2 > vf1).float(), mask).item()}
+    return loss, stats
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """H = logsumexp(z) − Σ softmax(z)·z per position: (B, T, V) -> (B, T)."""
+    p = torch.softmax(logits, dim=-1)  # (B, T, V)
+    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)  # (B, T)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var(R − V)/Var(R) over masked tokens (biased variances); nan when Var(R) = 0, as CleanRL."""
+    var_r = masked_var(returns, mask, unbiased=False).item()
+    if var_r == 0.0:
+        return float("nan")
+    return 1.0 - masked_var(returns - values, mask, unbiased=False).item() / var_r
+
+
+def minibatch_indices(batch_size: int, minibatch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """A shuffled permutation of range(batch_size) cut into equal LongTensor minibatches; reproducible via `generator`."""
+    for name, v in (("batch_size", batch_size), ("minibatch_size", minibatch_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if batch_size % minibatch_size != 0:
+        raise ValueError(f"batch_size={batch_size} must be divisible by minibatch_size={minibatch_size}")
+    perm = torch.randperm(batch_size, generator=generator)
+    return list(perm.split(minibatch_size))
