@@ -1,0 +1,285 @@
+"""rlhf_nb -> TRL: build TRL's GRPOTrainer / RLOOTrainer from a RunConfig, the same model, reward and prompts.
+
+Optional extra: `pip install -e .[trl]` (trl, accelerate, datasets). TRL is imported only when a trainer is built.
+
+    from rlhf_nb.bridges.trl import make_trl_trainer
+    trainer = make_trl_trainer(RunConfig(advantage="grpo", num_generations=4), algo="grpo")
+    trainer.train()
+
+KNOB_MAP says where each RunConfig field goes; UNMAPPED lists the fields TRL's GRPO/RLOO have no counterpart for.
+docs/trl_bridge.md explains every difference between the two implementations.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import RunConfig
+from ..corpus import PROMPTS, get_prompts
+from ..policy import EMBEDDED, resolve_model_path
+from ..rewards import get_reward
+
+EXTRA_HINT = "pip install -e .[trl]"
+ALGOS = ("grpo", "rloo")
+
+# RunConfig field -> (TRL config field(s), how the value is carried over)
+KNOB_MAP: dict[str, tuple[str, str]] = {
+    "seed": ("seed", "same value (TRL also seeds its prompt sampler with it)"),
+    "batch_size": ("generation_batch_size", "completions per generation = batch_size * num_generations"),
+    "num_generations": ("num_generations", "same value"),
+    "num_minibatches": ("steps_per_generation, per_device_train_batch_size",
+                        "steps_per_generation = num_minibatches; per_device_train_batch_size = "
+                        "batch_size * num_generations / (num_minibatches * world_size); gradient_accumulation_steps = 1"),
+    "ppo_epochs": ("num_iterations", "same value (μ in the GRPO paper)"),
+    "epochs, steps_per_epoch": ("max_steps", "TRL counts optimizer steps: total_steps * ppo_epochs * num_minibatches"),
+    "max_new_tokens": ("max_completion_length", "same value"),
+    "temperature": ("temperature", "same value; both divide the logits by it for the log-probs too"),
+    "top_k": ("top_k", "same value; 0 means off in both"),
+    "top_p": ("top_p", "same value; 1.0 means off in both"),
+    "kl_coef": ("beta", "same value; GRPO: β·k3 per token in the loss, RLOO: β·Σk1 in the reward (see docs)"),
+    "clip_range": ("epsilon", "same value; epsilon_high unset, so the clip is symmetric"),
+    "learning_rate": ("learning_rate", "same value; lr_scheduler_type='constant', no warmup (rlhf_nb has no schedule)"),
+    "adam_eps": ("adam_epsilon", "same value; optim='adamw_torch' with weight_decay=0 is Adam"),
+    "max_grad_norm": ("max_grad_norm", "same value"),
+    "ent_coef": ("entropy_coef", "same value (GRPO only; RLOOConfig has no entropy bonus: must be 0)"),
+    "advantage": ("trainer class", "grpo -> GRPOTrainer(scale_rewards='group'); rloo -> RLOOTrainer(normalize_advantages=True)"),
+    "reward": ("reward_funcs", "our reward wrapped as a TRL reward function (prompts, completions, **kw) -> list[float]"),
+    "missing_eos_penalty": ("reward_funcs", "applied inside the reward wrapper: score − penalty when no EOS was sampled"),
+    "model": ("model", "a local folder or hub id; 'embedded' is the kit's folder; TRL loads policy and reference from it"),
+    "device": ("use_cpu", "use_cpu = True unless CUDA is used; bf16 = fp16 = False (rlhf_nb trains in float32)"),
+    "threads": ("torch.set_num_threads", "set in this process before the trainer is built"),
+    "progress": ("disable_tqdm", "disable_tqdm = not progress"),
+    "max_minutes": ("callbacks", "StopAfter callback: stops after the step that crosses the budget"),
+    "out, run_name": ("output_dir", "output_dir = out/run_name (or a temp dir); save_strategy='no', report_to='none'"),
+    "log_samples": ("log_completions", "log_completions=False (TRL writes parquet tables when on)"),
+}
+
+# RunConfig fields with no counterpart in TRL's GRPO/RLOO, and why
+UNMAPPED: dict[str, str] = {
+    "gamma": "GAE discount: GRPO/RLOO have no critic and no per-token returns",
+    "lam": "GAE λ: no critic",
+    "vf_coef": "value-loss weight: no value head in GRPO/RLOO",
+    "clip_range_value": "value clip: no value head",
+    "whiten_rewards": "per-token reward whitening belongs to the GAE path",
+    "kl_estimator": "fixed by TRL: GRPO uses k3 in the loss, RLOO uses k1 in the reward",
+    "adaptive_kl": "no adaptive-β controller in GRPOTrainer/RLOOTrainer (β is fixed)",
+    "target_kl": "only used by the adaptive controller",
+    "kl_horizon": "only used by the adaptive controller",
+    "save_every": "the bridge never saves (save_strategy='no'); use TRL's save_steps directly if you need it",
+    "resume": "TRL resumes with trainer.train(resume_from_checkpoint=...) from its own checkpoints",
+    "advantage=gae": "PPO with a value head lives in trl.experimental.ppo, not in TRL's stable API; the bridge does not build it",
+}
+
+
+def _require_trl():
+    """Import trl (and datasets), or raise an ImportError that names the extra."""
+    try:
+        import datasets  # noqa: F401
+        import trl
+    except ImportError as e:
+        raise ImportError(f"rlhf_nb.bridges.trl needs the optional TRL extra: {EXTRA_HINT} "
+                          f"(installs trl, accelerate, datasets); import failed with: {e}") from e
+    return trl
+
+
+class TRLReward:
+    """An rlhf_nb reward as a TRL reward function: (prompts, completions, **kwargs) -> list[float]."""
+
+    def __init__(self, reward: Callable[[list[str], list[str]], torch.Tensor], name: str,
+                 missing_eos_penalty: float | None = None, eos_token_id: int | None = None):
+        self.reward, self.missing_eos_penalty, self.eos_token_id = reward, missing_eos_penalty, eos_token_id
+        self.__name__ = name  # TRL logs rewards/<__name__>/mean
+
+    def __call__(self, prompts: list[str], completions: list[str], completion_ids=None, **kwargs) -> list[float]:
+        scores = self.reward(list(prompts), list(completions)).detach().float().cpu()  # (B,)
+        if self.missing_eos_penalty is not None and completion_ids is not None:
+            # TRL truncates completion_ids after the first EOS; the EOS itself is kept when one was sampled
+            no_eos = torch.tensor([self.eos_token_id not in ids for ids in completion_ids])
+            scores = scores - self.missing_eos_penalty * no_eos.float()
+        return scores.tolist()
+
+
+class StepTimer:
+    """Factory for a TrainerCallback that records TRL's logs and each optimizer step's wall time."""
+
+    @staticmethod
+    def make(time_budget_s: float | None = None):
+        from transformers import TrainerCallback
+
+        class _Cb(TrainerCallback):
+            def __init__(self):
+                self.logs: list[dict[str, Any]] = []
+                self.step_s: list[float] = []
+                self.t_start = None
+                self._t0 = None
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.t_start = time.perf_counter()
+
+            def on_step_begin(self, args, state, control, **kw):
+                self._t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                self.step_s.append(time.perf_counter() - self._t0)
+                if time_budget_s is not None and time.perf_counter() - self.t_start > time_budget_s:
+                    control.should_training_stop = True
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs is not None and "train_runtime" not in logs:  # the end-of-training summary is not a step
+                    self.logs.append({"global_step": state.global_step,
+                                      "elapsed_s": time.perf_counter() - self.t_start, **logs})
+
+        return _Cb()
+
+
+def _prompt_dataset(cfg: RunConfig):
+    """rlhf_nb's prompts as a datasets.Dataset with a "prompt" column, long enough for one pass over the run."""
+    from datasets import Dataset
+
+    n = max(len(PROMPTS), cfg.batch_size * cfg.total_steps)
+    return Dataset.from_dict({"prompt": get_prompts(n, cfg.seed)})
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of GRPOConfig / RLOOConfig that KNOB_MAP describes (no TRL import needed)."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    if cfg.num_generations < 2:
+        raise ValueError(f"--num_generations must be >= 2 for TRL's {algo} (a group baseline), got {cfg.num_generations}")
+    if algo == "rloo" and cfg.ent_coef != 0:
+        raise ValueError(f"--ent_coef must be 0 with --algo rloo: RLOOConfig has no entropy bonus, got {cfg.ent_coef}")
+    ws = world_size or _world_size()
+    gen_batch = cfg.batch_size * cfg.num_generations
+    if gen_batch % (cfg.num_minibatches * ws):
+        raise ValueError(f"batch_size*num_generations = {gen_batch} must divide into num_minibatches*world_size = "
+                         f"{cfg.num_minibatches}*{ws} equal per-device minibatches")
+    use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    kw = dict(
+        output_dir=output_dir,
+        seed=cfg.seed,
+        # batch: one generation of batch_size prompts x num_generations, cut into num_minibatches optimizer steps
+        num_generations=cfg.num_generations,
+        generation_batch_size=gen_batch,
+        per_device_train_batch_size=gen_batch // (cfg.num_minibatches * ws),
+        gradient_accumulation_steps=1,
+        num_iterations=cfg.ppo_epochs,
+        max_steps=cfg.total_steps * cfg.ppo_epochs * cfg.num_minibatches,
+        # sampling
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        # objective
+        beta=cfg.kl_coef,
+        epsilon=cfg.clip_range,
+        # optimizer: Adam with a constant learning rate, as rlhf_nb
+        learning_rate=cfg.learning_rate,
+        adam_epsilon=cfg.adam_eps,
+        weight_decay=0.0,
+        optim="adamw_torch",
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=cfg.max_grad_norm,
+        # precision and device: rlhf_nb trains in float32
+        use_cpu=use_cpu,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,  # TRL's default True costs time and buys nothing on a tiny model
+        disable_dropout=True,  # rlhf_nb keeps dropout off in RL too
+        # logging and saving
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=not cfg.progress,
+        log_completions=False,
+        dataloader_num_workers=0,
+    )
+    if algo == "grpo":
+        kw.update(scale_rewards="group", loss_type="bnpo", entropy_coef=cfg.ent_coef)
+    else:
+        kw.update(normalize_advantages=True)  # = rlhf_nb group_advantages(method="rloo", scale=True)
+    return kw
+
+
+def _save_model(model, tokenizer, folder: str) -> str:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None = None, model: Any = None,
+                     tokenizer: Any = None, output_dir: str | None = None, callbacks: list | None = None,
+                     offline: bool | None = None):
+    """Build TRL's GRPOTrainer or RLOOTrainer equivalent to `cfg`.
+
+    model: None (cfg.model: 'embedded', a folder or a hub id), a path/id string, or a loaded PreTrainedModel
+    (then pass its tokenizer; both are saved to a temp folder, because TRL loads the reference from a path).
+    reward: an rlhf_nb reward callable(prompts, completions) -> (B,) tensor; None: get_reward(cfg.reward).
+    offline: set HF_HUB_OFFLINE=1 (default: when the model is a local folder).
+    """
+    cfg.validate()
+    if cfg.model not in (None, "", EMBEDDED) and model is None:
+        model = cfg.model
+    path = resolve_model_path(model if isinstance(model, str) else None) if not hasattr(model, "save_pretrained") else None
+    if offline is None:
+        offline = path is None or Path(path).is_dir()
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    trl = _require_trl()
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(cfg.threads)
+    if output_dir is None:
+        output_dir = (str(Path(cfg.out) / cfg.run_name) if cfg.run_name else tempfile.mkdtemp(prefix="rlhf_nb_trl_"))
+    if path is None:  # a loaded model object: save it so TRL can build the reference from the same weights
+        if tokenizer is None:
+            raise ValueError("pass the tokenizer together with a loaded model object")
+        path = _save_model(model, tokenizer, tempfile.mkdtemp(prefix="rlhf_nb_trl_model_"))
+    tok = tokenizer or AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"  # generate() appends on the right, so prompts must end there
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    reward_fn = reward or get_reward(cfg.reward)
+    trl_reward = TRLReward(reward_fn, f"rlhf_nb_{cfg.reward}", cfg.missing_eos_penalty, tok.eos_token_id)
+    kw = trl_config_kwargs(cfg, algo, output_dir)
+    Config, Trainer = (trl.GRPOConfig, trl.GRPOTrainer) if algo == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)
+    args = Config(**kw)
+    cbs = list(callbacks or [])
+    if cfg.max_minutes is not None:
+        cbs.append(StepTimer.make(60 * cfg.max_minutes))
+    return Trainer(model=path, reward_funcs=trl_reward, args=args, train_dataset=_prompt_dataset(cfg),
+                   processing_class=tok, callbacks=cbs)
+
+
+def mapped_values(cfg: RunConfig, trainer) -> dict[str, tuple[Any, Any]]:
+    """{RunConfig field: (our value, the value TRL's trainer holds)} for every one-to-one knob: a self-check."""
+    a = trainer.args
+    pairs = {
+        "seed": (cfg.seed, a.seed),
+        "num_generations": (cfg.num_generations, a.num_generations),
+        "batch_size": (cfg.batch_size * cfg.num_generations, a.generation_batch_size),
+        "num_minibatches": (cfg.num_minibatches, a.steps_per_generation),
+        "ppo_epochs": (cfg.ppo_epochs, a.num_iterations),
+        "max_new_tokens": (cfg.max_new_tokens, a.max_completion_length),
+        "temperature": (cfg.temperature, a.temperature),
+        "top_k": (cfg.top_k, a.top_k),
+        "top_p": (cfg.top_p, a.top_p),
+        "kl_coef": (cfg.kl_coef, trainer.beta),
+        "clip_range": (cfg.clip_range, trainer.epsilon_low),
+        "learning_rate": (cfg.learning_rate, a.learning_rate),
+        "adam_eps": (cfg.adam_eps, a.adam_epsilon),
+        "max_grad_norm": (cfg.max_grad_norm, a.max_grad_norm),
+    }
+    if hasattr(a, "entropy_coef"):
+        pairs["ent_coef"] = (cfg.ent_coef, a.entropy_coef)
+    return pairs
