@@ -1,0 +1,346 @@
+"""Exercise checkers for lessons 01-05: `check_…(answer) -> bool` prints a verdict and, when wrong, why.
+
+Each checker builds its own small deterministic inputs, runs the learner's function (or reads the learner's value)
+and compares it with the package's own helper. A function that still raises NotImplementedError (or returns
+None) counts as "not attempted yet", so an untouched `# YOUR CODE HERE` stub never breaks a notebook run.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+OK, BAD, TODO = "✅ correct", "❌ wrong", "⏳ not attempted yet"
+
+
+class _NotAttempted(Exception):
+    pass
+
+
+def _verdict(ok: bool, name: str, why: str) -> bool:
+    print(f"{OK if ok else BAD} — {name}: {why}")
+    return ok
+
+
+def _call(fn: Callable, *args):
+    """Call the learner's function; None or NotImplementedError mean 'not attempted', other errors are reported."""
+    if fn is None:
+        raise _NotAttempted
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise _NotAttempted from None
+    if out is None:
+        raise _NotAttempted
+    return out
+
+
+def _checker(name: str):
+    """Decorator: turn _NotAttempted into a 'not attempted' line and any other exception into a wrong verdict."""
+    def wrap(body: Callable[..., tuple[bool, str]]) -> Callable[..., bool]:
+        def run(*args, **kwargs) -> bool:
+            try:
+                ok, why = body(*args, **kwargs)
+            except _NotAttempted:
+                print(f"{TODO} — {name}: fill in the cell marked YOUR CODE HERE, then run it again")
+                return False
+            except Exception as e:  # the learner's code raised: say what, not a traceback
+                return _verdict(False, name, f"your code raised {e.__class__.__name__}: {e}")
+            return _verdict(ok, name, why)
+        run.__name__, run.__doc__ = body.__name__, body.__doc__
+        return run
+    return wrap
+
+
+def _tensor(x: Any, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float = 1e-5) -> tuple[bool, str]:
+    if tuple(got.shape) != tuple(want.shape):
+        return False, f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    err = (got.double() - want.double()).abs()
+    err = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err)
+    if float(err.max()) > atol:
+        i = int(err.flatten().argmax())
+        return False, (f"{what} differs from the package by up to {float(err.max()):.4g} "
+                       f"(entry {i}: got {float(got.flatten()[i]):.4f}, expected {float(want.flatten()[i]):.4f})")
+    return True, f"{what} matches the package to within {atol:g}"
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ lesson 01: policy sampling
+
+@_checker("temperature softmax")
+def check_temperature_softmax(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> tuple[bool, str]:
+    """fn(logits (V,), T) -> probabilities softmax(logits / T), for several temperatures."""
+    logits = torch.randn(12, generator=_gen(1)) * 2
+    for T in (0.5, 1.0, 2.0):
+        got = _tensor(_call(fn, logits.clone(), T), "the result")
+        ok, why = _close(got, torch.softmax(logits / T, -1), f"probabilities at T={T}")
+        if not ok:
+            if got.shape == logits.shape and torch.allclose(got, torch.softmax(logits * T, -1), atol=1e-5):
+                why += " — you multiplied by T; divide the logits by T instead"
+            return False, why
+    return True, "softmax(z / T) at T = 0.5, 1 and 2; T < 1 sharpens the distribution, T > 1 flattens it"
+
+
+@_checker("sequence log-probability")
+def check_sequence_logprob(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
+    """fn(logprobs (B, T), mask (B, T)) -> (B,) sum of log-probs over real completion tokens only."""
+    lp = -torch.rand(3, 5, generator=_gen(2)) * 3
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.float32)
+    lp_padded = torch.where(mask.bool(), lp, torch.full_like(lp, -7.0))  # padding holds junk, as in a real batch
+    got = _tensor(_call(fn, lp_padded, mask), "the result")
+    want = (lp * mask).sum(1)
+    ok, why = _close(got, want, "log p(y | x) per row")
+    if not ok and got.shape == want.shape and torch.allclose(got, lp_padded.sum(1), atol=1e-5):
+        why += " — padding entries were summed too; multiply by (or select with) the mask"
+    return ok, why if not ok else "log p(y|x) = Σ_t mask_t · log π(y_t | x, y_<t); padding ignored"
+
+
+@_checker("top-k support")
+def check_top_k_support(answer: int, logits: torch.Tensor, k: int) -> tuple[bool, str]:
+    """answer: how many tokens keep a non-zero probability after top-k filtering of `logits`."""
+    from .policy import filter_logits
+
+    if answer is None:
+        raise _NotAttempted
+    want = int(torch.isfinite(filter_logits(logits, top_k=k)).sum())
+    if int(answer) != want:
+        return False, f"you said {answer}; {want} tokens survive top-{k} (ties at the k-th logit survive too)"
+    return True, f"{want} tokens survive top-{k}; every other token gets probability exactly 0"
+
+
+# ------------------------------------------------------------------ lesson 02: rewards
+
+@_checker("composite reward")
+def check_composite(answer: torch.Tensor, prompts: list[str], completions: list[str],
+                    weights: dict[str, float]) -> tuple[bool, str]:
+    """answer: (B,) the weighted sum of the named rewards on these samples."""
+    from .rewards import CompositeReward
+
+    if answer is None:
+        raise _NotAttempted
+    got = _tensor(answer, "answer").float()
+    ok, why = _close(got, CompositeReward(weights)(prompts, completions), "composite score", atol=1e-4)
+    return ok, why if not ok else "Σ_k w_k · reward_k, the same as CompositeReward(weights)"
+
+
+@_checker("Bradley-Terry loss")
+def check_bradley_terry_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
+    """fn(r_chosen (N,), r_rejected (N,)) -> scalar mean of −log σ(r_w − r_l)."""
+    rw, rl = torch.randn(8, generator=_gen(3)) * 3, torch.randn(8, generator=_gen(4)) * 3
+    got = _tensor(_call(fn, rw.clone(), rl.clone()), "the result")
+    want = -torch.nn.functional.logsigmoid(rw - rl).mean()
+    if got.numel() != 1:
+        return False, f"expected a scalar (the mean over pairs), got shape {tuple(got.shape)}"
+    ok, why = _close(got.reshape(()), want, "loss")
+    if not ok and math.isclose(float(got), float(-torch.nn.functional.logsigmoid(rl - rw).mean()), abs_tol=1e-5):
+        why += " — chosen and rejected are swapped: the loss should fall as r_chosen grows"
+    if not ok:
+        return False, why
+    big = _tensor(_call(fn, torch.tensor([200.0]), torch.tensor([-200.0])), "the result")
+    if not torch.isfinite(big).all() or float(big) > 1e-6:
+        return False, f"for a margin of 400 the loss should be ~0, got {float(big)} — use logsigmoid, not log(sigmoid)"
+    small = _tensor(_call(fn, torch.tensor([-200.0]), torch.tensor([200.0])), "the result")
+    if not torch.isfinite(small).all():
+        return False, "a margin of −400 gave inf/nan — use torch.nn.functional.logsigmoid, which stays finite"
+    return True, "−mean log σ(r_w − r_l), finite even for margins of ±400"
+
+
+@_checker("preference probability")
+def check_preference_probability(answer: float, gold_a: float, gold_b: float, temperature: float) -> tuple[bool, str]:
+    """answer: P(the simulated labeller prefers a over b) = σ((g_a − g_b)/T)."""
+    if answer is None:
+        raise _NotAttempted
+    want = 1.0 / (1.0 + math.exp(-(gold_a - gold_b) / temperature))
+    if not math.isclose(float(answer), want, abs_tol=1e-4):
+        return False, f"you said {float(answer):.4f}; σ(({gold_a} − {gold_b}) / {temperature}) = {want:.4f}"
+    return True, f"σ((g_a − g_b)/T) = {want:.4f}: a larger gold gap, or a smaller T, makes the label less noisy"
+
+
+# ------------------------------------------------------------------ lesson 03: advantages
+
+def _gae_inputs():
+    g = _gen(5)
+    rewards, values = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]], dtype=torch.float32)
+    return rewards, values, mask
+
+
+@_checker("GAE")
+def check_gae(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
+    """fn(rewards (B, T), values (B, T), mask (B, T), gamma, lam) -> advantages (B, T), zero on padding."""
+    from .advantages import compute_gae
+
+    rewards, values, mask = _gae_inputs()
+    for gamma, lam in ((1.0, 0.95), (0.9, 0.5), (1.0, 0.0)):
+        got = _call(fn, rewards.clone(), values.clone(), mask.clone(), gamma, lam)
+        got = _tensor(got[0] if isinstance(got, tuple) else got, "advantages")
+        want = compute_gae(rewards, values, mask, gamma, lam)[0]
+        ok, why = _close(got, want, f"advantages at γ={gamma}, λ={lam}")
+        if not ok:
+            if got.shape == want.shape and torch.allclose(got * mask, want, atol=1e-5):
+                why += " — the padding entries must be 0"
+            else:
+                why += " — remember V after the last real token is 0 and δ_t = r_t + γ·V_{t+1} − V_t"
+            return False, why
+    return True, "A_t = δ_t + γλ·A_{t+1} matches compute_gae for three (γ, λ) pairs and ragged masks"
+
+
+@_checker("reward-to-go")
+def check_reward_to_go(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
+    """fn(rewards (B, T), mask (B, T)) -> Σ_{s≥t} r_s on real tokens (γ = 1), 0 on padding."""
+    rewards, _, mask = _gae_inputs()
+    got = _tensor(_call(fn, rewards.clone(), mask.clone()), "the result")
+    r = rewards * mask
+    want = r.flip(1).cumsum(1).flip(1) * mask
+    ok, why = _close(got, want, "reward-to-go")
+    if not ok and got.shape == want.shape and torch.allclose(got, r.cumsum(1) * mask, atol=1e-5):
+        why += " — that is the running sum from the start; sum from t to the end instead"
+    return ok, why if not ok else "G_t = Σ_{s≥t} r_s — the GAE advantage when γ = λ = 1 and V = 0"
+
+
+@_checker("whitening")
+def check_whiten(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
+    """fn(x (B, T), mask (B, T)) -> (x − μ)/σ over real tokens (unbiased σ), 0 on padding."""
+    from .masking import masked_whiten
+
+    _, x, mask = _gae_inputs()
+    x = x * 3 + 1
+    got = _tensor(_call(fn, x.clone(), mask.clone()), "the result")
+    want = masked_whiten(x, mask)
+    ok, why = _close(got, want, "whitened values", atol=1e-4)
+    if not ok and got.shape == want.shape:
+        if torch.allclose(got, (x - x.mean()) / x.std(), atol=1e-4):
+            why += " — the padding entries entered μ and σ; use only the masked entries"
+        elif torch.allclose(got * mask, want, atol=1e-4):
+            why += " — the padding entries must be 0"
+    return ok, why if not ok else "mean 0, std 1 over real tokens, padding 0 — as masked_whiten"
+
+
+# ------------------------------------------------------------------ lesson 04: KL
+
+@_checker("exact KL")
+def check_exact_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
+    """fn(p (V,), q (V,)) -> KL(p‖q) = Σ p log(p/q) for probability vectors."""
+    g = _gen(6)
+    p, q = torch.softmax(torch.randn(10, generator=g), -1), torch.softmax(torch.randn(10, generator=g), -1)
+    got = _tensor(_call(fn, p.clone(), q.clone()), "the result").reshape(-1)
+    if got.numel() != 1:
+        return False, f"expected one number, got shape {tuple(got.shape)}"
+    want = (p * (p.log() - q.log())).sum()
+    if math.isclose(float(got), float((q * (q.log() - p.log())).sum()), abs_tol=1e-5):
+        return False, f"you computed KL(q‖p) = {float(got):.4f}; KL is not symmetric, KL(p‖q) = {float(want):.4f}"
+    ok, why = _close(got[0], want, "KL(p‖q)")
+    same = _tensor(_call(fn, p.clone(), p.clone()), "the result").reshape(-1)
+    if ok and abs(float(same)) > 1e-6:
+        return False, f"KL(p‖p) must be 0, got {float(same):.4g}"
+    return ok, why if not ok else f"Σ p·log(p/q) = {float(want):.4f}, and KL(p‖p) = 0"
+
+
+@_checker("k3 estimator")
+def check_k3(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
+    """fn(logp (N,), ref_logp (N,)) -> per-sample k3 = (r − 1) − log r with r = ρ/π."""
+    from .kl import kl_k3
+
+    g = _gen(7)
+    logp, ref = -torch.rand(20, generator=g) * 4, -torch.rand(20, generator=g) * 4
+    got = _tensor(_call(fn, logp.clone(), ref.clone()), "the result")
+    ok, why = _close(got, kl_k3(logp, ref), "k3 per sample")
+    if not ok and got.shape == logp.shape and torch.allclose(got, kl_k3(ref, logp), atol=1e-5):
+        why += " — r is ρ/π = exp(ref_logp − logp), not the other way round"
+    if ok and float(got.min()) < -1e-6:
+        return False, "k3 must never be negative"
+    return ok, why if not ok else "(r − 1) − log r ≥ 0 for every sample, as kl_k3"
+
+
+@_checker("adaptive β after one update")
+def check_adaptive_beta(answer: float, beta: float, kl: float, target: float, n_steps: int,
+                        horizon: float) -> tuple[bool, str]:
+    """answer: β after AdaptiveKLController(beta, target, horizon).update(kl, n_steps)."""
+    from .kl import AdaptiveKLController
+
+    if answer is None:
+        raise _NotAttempted
+    ctl = AdaptiveKLController(beta, target, horizon)
+    ctl.update(kl, n_steps)
+    if not math.isclose(float(answer), ctl.value, rel_tol=1e-6, abs_tol=1e-9):
+        e_raw = kl / target - 1
+        hint = " — the error e is clipped to [−0.2, 0.2] before use" if abs(e_raw) > 0.2 else ""
+        return False, f"you said {float(answer):.6f}; the controller gives {ctl.value:.6f}{hint}"
+    return True, f"β = {ctl.value:.6f}: e = clip({kl}/{target} − 1, ±0.2), β ← β·(1 + e·{n_steps}/{horizon:g})"
+
+
+# ------------------------------------------------------------------ lesson 05: PPO
+
+def _ppo_inputs():
+    g = _gen(8)
+    logp_old = -torch.rand(4, 5, generator=g) * 3
+    logp_new = logp_old + torch.randn(4, 5, generator=g) * 0.4
+    adv = torch.randn(4, 5, generator=g)
+    mask = torch.ones(4, 5)
+    mask[2, 3:], mask[3, 1:] = 0, 0
+    return logp_new, logp_old, adv, mask
+
+
+@_checker("clipped surrogate loss")
+def check_clipped_loss(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
+    """fn(logp_new, logp_old, advantages, mask, clip_range) -> scalar masked mean of max(−A·ρ, −A·clip(ρ))."""
+    from .ppo import policy_loss
+
+    logp_new, logp_old, adv, mask = _ppo_inputs()
+    for eps in (0.2, 0.1):
+        got = _tensor(_call(fn, logp_new.clone(), logp_old.clone(), adv.clone(), mask.clone(), eps), "the loss")
+        if got.numel() != 1:
+            return False, f"expected a scalar loss, got shape {tuple(got.shape)}"
+        want = policy_loss(logp_new, logp_old, adv, mask, eps)[0]
+        ok, why = _close(got.reshape(()), want, f"loss at ε={eps}")
+        if not ok:
+            ratio = torch.exp(logp_new - logp_old)
+            mn = torch.min(-adv * ratio, -adv * ratio.clamp(1 - eps, 1 + eps))
+            if math.isclose(float(got), float((mn * mask).sum() / mask.sum()), abs_tol=1e-5):
+                why += " — on the loss (= −objective) take the max, the pessimistic side, not the min"
+            return False, why
+    return True, "masked mean of max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) matches policy_loss at ε = 0.2 and 0.1"
+
+
+@_checker("clip fraction")
+def check_clipfrac(fn: Callable[..., float]) -> tuple[bool, str]:
+    """fn(logp_new, logp_old, advantages, mask, clip_range) -> share of real tokens whose clipped term is active."""
+    from .ppo import policy_loss
+
+    logp_new, logp_old, adv, mask = _ppo_inputs()
+    got = float(_call(fn, logp_new.clone(), logp_old.clone(), adv.clone(), mask.clone(), 0.2))
+    want = policy_loss(logp_new, logp_old, adv, mask, 0.2)[1]["policy/clipfrac"]
+    if not math.isclose(got, want, abs_tol=1e-6):
+        ratio = torch.exp(logp_new - logp_old)
+        outside = float((((ratio - 1).abs() > 0.2).float() * mask).sum() / mask.sum())
+        hint = (" — that counts every ratio outside [1−ε, 1+ε]; count only tokens where clipping changes the loss"
+                " (ratio above 1+ε with A > 0, or below 1−ε with A < 0)") if math.isclose(got, outside, abs_tol=1e-6) else ""
+        return False, f"you got {got:.4f}, policy/clipfrac is {want:.4f}{hint}"
+    return True, f"{want:.4f} of real tokens had their gradient cut by the clip — as policy/clipfrac"
+
+
+@_checker("explained variance")
+def check_explained_variance(fn: Callable[..., float]) -> tuple[bool, str]:
+    """fn(values, returns, mask) -> 1 − Var(R − V)/Var(R) over real tokens."""
+    from .ppo import explained_variance
+
+    _, values, returns, mask = _ppo_inputs()
+    values = returns * 0.7 + values * 0.3
+    got = float(_call(fn, values.clone(), returns.clone(), mask.clone()))
+    want = explained_variance(values, returns, mask)
+    if not math.isclose(got, want, abs_tol=1e-4):
+        return False, f"you got {got:.4f}, expected {want:.4f} (use the masked, biased variances)"
+    perfect = float(_call(fn, returns.clone(), returns.clone(), mask.clone()))
+    if not math.isclose(perfect, 1.0, abs_tol=1e-6):
+        return False, f"a perfect critic (V = R) should score 1.0, got {perfect:.4f}"
+    return True, f"{want:.4f}; 1.0 for a perfect critic, 0 for one that predicts only the mean"

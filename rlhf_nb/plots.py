@@ -1,0 +1,163 @@
+"""Plots the lessons share. Each returns the matplotlib Figure; notebooks end the cell with plt.show()."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+
+
+def plot_history(history: Sequence[dict], keys: Sequence[str] = ("objective/scores", "objective/kl", "policy/entropy"),
+                 x: str = "step", title: str | None = None, fig=None, label: str | None = None):
+    """One panel per metric against `x` ('step' or 'time/elapsed_s'); pass `fig` to draw several runs on one figure."""
+    if fig is None:
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0), squeeze=False)
+    axes = fig.axes
+    xs = [r[x] for r in history]
+    for ax, k in zip(axes, keys):
+        ax.plot(xs, [r.get(k) for r in history], marker=".", label=label)
+        ax.set_title(k, fontsize=10)
+        ax.set_xlabel("wall seconds" if x.startswith("time/") else x)
+        if label:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ lesson helpers (01-05)
+
+def plot_token_distributions(probs: dict[str, "Sequence[float]"], labels: Sequence[str], title: str | None = None):
+    """One bar panel per setting (e.g. 'T = 0.5'): probability of each of the same candidate tokens."""
+    fig, axes = plt.subplots(1, len(probs), figsize=(3.3 * len(probs), 3.0), sharey=True, squeeze=False)
+    for ax, (name, p) in zip(axes[0], probs.items()):
+        ax.bar(range(len(labels)), [float(v) for v in p], color="tab:blue")
+        ax.set_xticks(range(len(labels)), labels, rotation=70, fontsize=8)
+        ax.set_title(name, fontsize=10)
+    axes[0][0].set_ylabel("probability")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_length_histogram(lengths: Sequence[int], max_new_tokens: int, title: str = "completion length"):
+    """Histogram of completion lengths in tokens (EOS included); a bar at max_new_tokens means 'cut off'."""
+    fig, ax = plt.subplots()
+    ax.hist([int(n) for n in lengths], bins=range(1, max_new_tokens + 2), align="left", rwidth=0.85)
+    ax.axvline(max_new_tokens, color="tab:red", ls="--", lw=1, label="max_new_tokens")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("samples")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reward_model_training(history: dict, smooth: int = 10):
+    """Bradley-Terry loss and batch accuracy per step (light) with a running mean over `smooth` steps (dark)."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.0))
+    for ax, key, ref in ((axes[0], "loss", np.log(2)), (axes[1], "accuracy", 0.5)):
+        y = np.asarray(history[key], dtype=float)
+        ax.plot(y, alpha=0.3, color="tab:blue")
+        if len(y) >= smooth:
+            ax.plot(np.arange(smooth - 1, len(y)), np.convolve(y, np.ones(smooth) / smooth, "valid"), color="tab:blue")
+        ax.axhline(ref, color="gray", ls=":", lw=1, label="chance")
+        ax.set_title(f"reward model {key}", fontsize=10)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_scatter(gold: Sequence[float], predicted: Sequence[float], xlabel: str = "gold score (VADER)",
+                       ylabel: str = "reward model r(x, y)", title: str | None = None):
+    """Scatter of a learned score against the gold score it was trained to imitate."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.scatter([float(g) for g in gold], [float(p) for p in predicted], s=10, alpha=0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_token(series: dict[str, Sequence[float]], title: str | None = None, xlabel: str = "completion token t",
+                   ylabel: str = ""):
+    """Several per-token curves of one completion on one axis (rewards, values, returns, advantages per λ …)."""
+    fig, ax = plt.subplots()
+    for name, ys in series.items():
+        ax.plot(range(len(ys)), [float(y) for y in ys], marker=".", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl_estimators(samples: dict[str, "Sequence[float]"], exact: float, bins: int = 40):
+    """Left: histogram of per-sample k1/k2/k3 values; right: their running means against the exact KL."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for name, xs in samples.items():
+        xs = np.asarray(xs, dtype=float)
+        axes[0].hist(xs, bins=bins, alpha=0.5, label=name)
+        axes[1].plot(np.arange(1, len(xs) + 1), np.cumsum(xs) / np.arange(1, len(xs) + 1), label=name)
+    axes[0].axvline(exact, color="k", ls="--", lw=1, label="exact KL")
+    axes[0].set_title("per-sample estimates", fontsize=10)
+    axes[0].legend(fontsize=8)
+    axes[1].axhline(exact, color="k", ls="--", lw=1, label="exact KL")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("samples")
+    axes[1].set_title("running mean", fontsize=10)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl_controller(kls: Sequence[float], betas: dict[str, Sequence[float]], target: float | None = None):
+    """Left: the KL the policy drifts to per step; right: β per step for each controller."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.0))
+    axes[0].plot([float(k) for k in kls], color="tab:gray")
+    if target is not None:
+        axes[0].axhline(target, color="tab:red", ls="--", lw=1, label="target KL")
+        axes[0].legend(fontsize=8)
+    axes[0].set_title("KL to the reference", fontsize=10)
+    axes[0].set_xlabel("step")
+    for name, bs in betas.items():
+        axes[1].plot([float(b) for b in bs], label=name)
+    axes[1].set_title("β (kl_coef)", fontsize=10)
+    axes[1].set_xlabel("step")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_clipped_objective(clip_range: float = 0.2, ratio_max: float = 2.0, n: int = 201):
+    """The PPO objective −policy_loss per token as a function of ρ, for A = +1 and A = −1, from `ppo.policy_loss`."""
+    import torch
+
+    from .ppo import policy_loss
+
+    ratios = torch.linspace(1e-3, ratio_max, n, dtype=torch.float64)
+    ones = torch.ones(1, 1, dtype=torch.float64)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, a in zip(axes, (1.0, -1.0)):
+        obj = [-policy_loss(torch.log(r).reshape(1, 1), torch.zeros(1, 1, dtype=torch.float64), a * ones, ones,
+                            clip_range)[0].item() for r in ratios]
+        ax.plot(ratios.numpy(), (a * ratios).numpy(), color="tab:gray", ls=":", label="unclipped A·ρ")
+        ax.plot(ratios.numpy(), obj, color="tab:blue", lw=2, label="PPO objective")
+        for x in (1 - clip_range, 1 + clip_range):
+            ax.axvline(x, color="tab:red", ls="--", lw=0.8)
+        ax.set_title(f"A {'> 0' if a > 0 else '< 0'}", fontsize=10)
+        ax.set_xlabel("ratio ρ = π_new / π_old")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("objective per token")
+    fig.tight_layout()
+    return fig
