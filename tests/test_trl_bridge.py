@@ -1,0 +1,105 @@
+"""The TRL bridge: a RunConfig becomes an equivalent GRPOTrainer/RLOOTrainer that trains on CPU and logs our reward."""
+from __future__ import annotations
+
+import builtins
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from rlhf_nb.config import RunConfig
+from rlhf_nb.policy import resolve_model_path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """The embedded model; until its assets exist, a tiny GPT-2 built the same way."""
+    embedded = resolve_model_path("embedded")
+    if os.path.isfile(os.path.join(embedded, "config.json")):
+        return embedded
+    from rlhf_nb.base_model import BaseModelArgs, make_model, train_tokenizer
+    from rlhf_nb.corpus import build_corpus
+
+    torch.manual_seed(0)
+    tok = train_tokenizer(build_corpus(500, 0), 300, 64)
+    model = make_model(BaseModelArgs(n_layer=1, n_embd=32, n_head=2), tok)
+    out = str(tmp_path_factory.mktemp("tiny_gpt2"))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _cfg(model_dir: str, algo: str, **kw) -> RunConfig:
+    base = dict(model=model_dir, advantage=algo, batch_size=2, num_generations=4, max_new_tokens=6,
+                steps_per_epoch=2, ppo_epochs=2, num_minibatches=2, kl_coef=0.05, learning_rate=1e-3,
+                temperature=0.9, top_k=50, top_p=0.95, clip_range=0.15, adam_eps=1e-6, seed=3, progress=False)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_trainer_runs_logs_reward_and_maps_config(model_dir, tmp_path, algo):
+    pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+    from rlhf_nb.bridges.trl import StepTimer, make_trl_trainer, mapped_values
+
+    cfg = _cfg(model_dir, algo)
+    timer = StepTimer.make()
+    trainer = make_trl_trainer(cfg, algo=algo, output_dir=str(tmp_path), callbacks=[timer])
+    for name, (ours, theirs) in mapped_values(cfg, trainer).items():
+        assert ours == pytest.approx(theirs), f"{name}: ours {ours!r} != TRL {theirs!r}"
+    a = trainer.args
+    assert a.per_device_train_batch_size == cfg.batch_size * cfg.num_generations // cfg.num_minibatches
+    assert a.max_steps == cfg.total_steps * cfg.ppo_epochs * cfg.num_minibatches
+    assert a.use_cpu and not a.bf16 and a.lr_scheduler_type == "constant" and a.save_strategy == "no"
+    trainer.train()
+    assert trainer.state.global_step == a.max_steps
+    rewards = [log["reward"] for log in timer.logs if "reward" in log]
+    assert len(rewards) == cfg.total_steps  # one reward per generation = one per rlhf_nb step
+    assert all(-1.0 <= r <= 1.0 for r in rewards)  # VADER compound scores
+    assert f"rewards/rlhf_nb_{cfg.reward}/mean" in timer.logs[0]
+    assert len(timer.step_s) == a.max_steps
+    assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())  # nothing saved
+
+
+def test_config_kwargs_without_trl(model_dir):
+    """The knob mapping is plain Python: checked without importing TRL."""
+    from rlhf_nb.bridges.trl import KNOB_MAP, UNMAPPED, trl_config_kwargs
+
+    cfg = _cfg(model_dir, "grpo", batch_size=4, num_minibatches=4, ppo_epochs=3, steps_per_epoch=5)
+    kw = trl_config_kwargs(cfg, "grpo", "unused", world_size=2)
+    assert kw["generation_batch_size"] == 16 and kw["per_device_train_batch_size"] == 2
+    assert kw["generation_batch_size"] // (kw["per_device_train_batch_size"] * 2) == 4  # = TRL steps_per_generation
+    assert kw["num_iterations"] == 3 and kw["max_steps"] == 5 * 3 * 4
+    assert kw["beta"] == cfg.kl_coef and kw["epsilon"] == cfg.clip_range and kw["loss_type"] == "bnpo"
+    assert {"gamma", "lam", "vf_coef", "clip_range_value", "whiten_rewards"} <= set(UNMAPPED)
+    assert "kl_coef" in KNOB_MAP
+    with pytest.raises(ValueError, match="num_minibatches"):
+        trl_config_kwargs(cfg, "grpo", "unused", world_size=3)
+    with pytest.raises(ValueError, match="algo"):
+        trl_config_kwargs(cfg, "ppo", "unused")
+
+
+def test_reward_wrapper_and_missing_eos_penalty():
+    from rlhf_nb.bridges.trl import TRLReward
+
+    fn = TRLReward(lambda p, c: torch.tensor([0.5, -0.25]), "rlhf_nb_x", missing_eos_penalty=1.0, eos_token_id=0)
+    assert fn.__name__ == "rlhf_nb_x"
+    out = fn(prompts=["a", "b"], completions=["c", "d"], completion_ids=[[5, 0], [5, 6]], trainer_state=None)
+    assert out == [0.5, -1.25] and all(isinstance(x, float) for x in out)
+
+
+def test_missing_extra_names_it(monkeypatch, model_dir):
+    from rlhf_nb.bridges import trl as bridge
+
+    real_import = builtins.__import__
+
+    def no_trl(name, *args, **kwargs):
+        if name == "trl" or name.startswith("trl."):
+            raise ImportError("No module named 'trl'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_trl)
+    with pytest.raises(ImportError, match=r"pip install -e \.\[trl\]"):
+        bridge.make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo")
