@@ -1,0 +1,223 @@
+"""The kit's policy: a tiny GPT-2 trained from scratch on the synthetic review corpus, shipped in assets/.
+
+Rebuild it:   python -m rlhf_nb.base_model [--out DIR] [--seed 0]
+Check it:     python -m rlhf_nb.base_model --report
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .corpus import build_corpus, get_prompts, matches_template
+
+EMBEDDED_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-gpt2-reviews"
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+
+
+@dataclass
+class BaseModelArgs:
+    """How the embedded base model is built; the defaults made the committed assets."""
+
+    seed: int = 0
+    """seeds the corpus, the init and the batch order"""
+    n_sentences: int = 40_000
+    """corpus size (a third each positive / negative / neutral)"""
+    vocab_size: int = 2048
+    """BPE vocabulary target, special tokens included"""
+    n_layer: int = 4
+    """transformer blocks"""
+    n_embd: int = 128
+    """width"""
+    n_head: int = 4
+    """attention heads"""
+    n_positions: int = 64
+    """context length; prompt + 16 new tokens fits with room to spare"""
+    steps: int = 3000
+    """optimizer steps"""
+    batch_size: int = 64
+    """sentences per step"""
+    lr: float = 3e-3
+    """peak AdamW learning rate (tiny models like it high)"""
+    warmup: int = 100
+    """linear warmup steps before the cosine decay"""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices only"""
+    threads: int = 2
+    """torch CPU threads"""
+
+
+def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int = 64):
+    """Byte-level BPE (GPT-2 style, no prefix space, no bos added) wrapped as a GPT2TokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(sentences, trainer=trainer)
+    # left padding: generate() appends to the right end of every row, so the prompts must end there
+    return GPT2TokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=PAD, padding_side="left",
+        model_max_length=max_length,
+    )
+
+
+def make_model(args: BaseModelArgs, tokenizer):
+    """A fresh GPT2LMHeadModel whose special ids match `tokenizer`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=args.n_positions, n_embd=args.n_embd, n_layer=args.n_layer,
+        n_head=args.n_head, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # no dropout: PPO compares logprobs of the same tokens across passes, and dropout would make them differ
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    return GPT2LMHeadModel(config)
+
+
+def train(args: BaseModelArgs, out: Path) -> dict:
+    """Build corpus, tokenizer and model, train, save in Hugging Face layout to `out`; returns a summary dict."""
+    from transformers import GenerationConfig
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # a fresh GPT2Config would warn about its unset loss_type
+    t0 = time.time()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    sentences = build_corpus(args.n_sentences, args.seed)
+    tokenizer = train_tokenizer(sentences, args.vocab_size, args.n_positions)
+    ids = [tokenizer(s)["input_ids"][: args.n_positions - 1] + [tokenizer.eos_token_id] for s in sentences]
+    model = make_model(args, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"corpus {len(sentences)} sentences, vocab {len(tokenizer)}, params {n_params:,}")
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.95),
+    )  # fmt: skip
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))  # cosine down to 10%
+
+    g = torch.Generator().manual_seed(args.seed)
+    order, pos = torch.randperm(len(ids), generator=g), 0
+    model.train()
+    for step in range(args.steps):
+        # 1. next batch of whole sentences, right-padded; pads get label -100 so they carry no loss
+        if pos + args.batch_size > len(ids):
+            order, pos = torch.randperm(len(ids), generator=g), 0
+        batch = [ids[i] for i in order[pos : pos + args.batch_size].tolist()]
+        pos += args.batch_size
+        T = max(len(b) for b in batch)
+        x = torch.full((len(batch), T), tokenizer.pad_token_id)  # (B, T)
+        for i, b in enumerate(batch):
+            x[i, : len(b)] = torch.tensor(b)
+        mask = (x != tokenizer.pad_token_id).long()
+        labels = x.masked_fill(mask == 0, -100)
+        # 2. next-token loss (the model shifts labels itself); eos is a label, so the model learns to stop
+        loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+        # 3. step
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            print(f"step {step:5d}  loss {loss.item():.3f}  lr {lr_at(step):.2e}  {time.time() - t0:6.1f}s", flush=True)
+
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        do_sample=True, top_k=0, temperature=1.0, max_new_tokens=16,
+    )  # fmt: skip
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    summary = {"params": n_params, "vocab": len(tokenizer), "final_loss": loss.item(), "wall_s": time.time() - t0}
+    print(summary | {"args": asdict(args)})
+    return summary
+
+
+def load_base_model(path: str | Path = EMBEDDED_MODEL_DIR):
+    """(model, tokenizer) from `path`, model in eval mode; transformers set to log errors only, without progress bars."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()  # the "Loading weights" bar would clutter every notebook's stored output
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, seed: int = 0) -> list[str]:
+    """Pure-sampling continuations (temperature 1, top_k 0) of `prompts`, eos and pads stripped."""
+    torch.manual_seed(seed)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)  # left-padded
+    out = model.generate(**enc, do_sample=True, top_k=0, temperature=1.0, max_new_tokens=max_new_tokens)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def quality_report(n: int = 256, seed: int = 0, path: str | Path = EMBEDDED_MODEL_DIR) -> dict:
+    """Print and return load time, VADER compound of prompt+completion over `n` samples, and 20 samples."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    load_base_model(path)  # warm the import and file caches so the timing below is the load itself
+    t0 = time.time()
+    model, tokenizer = load_base_model(path)
+    load_s = time.time() - t0
+    prompts = get_prompts(n, seed)
+    t0 = time.time()
+    completions = sample(model, tokenizer, prompts, seed=seed)
+    gen_s = time.time() - t0
+    sia = SentimentIntensityAnalyzer()
+    full = [sia.polarity_scores(p + c)["compound"] for p, c in zip(prompts, completions)]
+    comp = [sia.polarity_scores(c)["compound"] for c in completions]
+    stops = sum(c.rstrip().endswith((".", "!")) for c in completions)
+    # strict grammar proxy: the whole text is a sentence some corpus template could produce
+    parsed = sum(matches_template((p + c).strip()) for p, c in zip(prompts, completions))
+    r = {
+        "n": n, "load_s": round(load_s, 3), "generate_s": round(gen_s, 2),
+        "compound_mean": round(statistics.mean(full), 4), "compound_std": round(statistics.pstdev(full), 4),
+        "completion_only_mean": round(statistics.mean(comp), 4), "completion_only_std": round(statistics.pstdev(comp), 4),
+        "frac_pos": round(sum(c >= 0.05 for c in full) / n, 3), "frac_neg": round(sum(c <= -0.05 for c in full) / n, 3),
+        "frac_finished": round(stops / n, 3), "frac_template": round(parsed / n, 3),
+    }  # fmt: skip
+    for k, v in r.items():
+        print(f"{k:22s} {v}")
+    for p, c, s in list(zip(prompts, completions, full))[:20]:
+        print(f"{s:+.3f}  {p}|{c}")
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=EMBEDDED_MODEL_DIR, help="where to save (default: the embedded dir)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=BaseModelArgs.steps)
+    ap.add_argument("--report", action="store_true", help="print quality numbers of the model at --out, no training")
+    ap.add_argument("--n", type=int, default=256, help="samples for --report")
+    a = ap.parse_args(argv)
+    if a.report:
+        quality_report(a.n, a.seed, a.out)
+    else:
+        train(BaseModelArgs(seed=a.seed, steps=a.steps), a.out)
+
+
+if __name__ == "__main__":
+    main()
