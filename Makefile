@@ -11,6 +11,7 @@ KL ?= 0.05
 BATCH ?= 16
 STEPS ?= 8
 REWARD ?= sentiment
+TRAIN_OUT ?= runs
 export TOKENIZERS_PARALLELISM := false
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
@@ -57,13 +58,13 @@ reward-model: $(STAMP)  ## retrain the reward model from simulated preferences (
 	$(PY) -m rlhf_nb.reward_model
 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
-	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4
+	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4 --out $(TRAIN_OUT)
 
 train_quick: $(STAMP)  ## about a minute: sentiment climbs toward +1
-	$(PY) -m rlhf_nb.train --seed 0 --epochs 3 --steps_per_epoch 20 --batch_size 32 --save_every 20
+	$(PY) -m rlhf_nb.train --seed 0 --epochs 3 --steps_per_epoch 20 --batch_size 32 --save_every 20 --out $(TRAIN_OUT)
 
 train_full: $(STAMP)  ## several minutes, adaptive KL
-	$(PY) -m rlhf_nb.train --seed 0 --epochs 10 --steps_per_epoch 30 --batch_size 64 --adaptive_kl --target_kl 4 --save_every 50
+	$(PY) -m rlhf_nb.train --seed 0 --epochs 10 --steps_per_epoch 30 --batch_size 64 --adaptive_kl --target_kl 4 --save_every 50 --out $(TRAIN_OUT)
 
 tensorboard: $(STAMP)  ## TensorBoard over runs/
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1

@@ -111,8 +111,9 @@ class RunConfig:
         if self.advantage in ("grpo", "rloo") and self.num_generations < 2:
             raise ConfigError(f"--num_generations must be >= 2 with --advantage {self.advantage} (a group baseline needs a group), got {self.num_generations}")
         rollouts = self.batch_size * self.num_generations
-        if self.num_minibatches > rollouts:
-            raise ConfigError(f"--num_minibatches must be in [1, batch_size*num_generations = {rollouts}], got {self.num_minibatches}")
+        if self.num_minibatches > rollouts or rollouts % self.num_minibatches:
+            raise ConfigError(f"--num_minibatches must divide batch_size*num_generations = {rollouts} "
+                              f"(equal minibatches), got {self.num_minibatches}")
         if self.adaptive_kl and self.kl_coef == 0:
             raise ConfigError("--kl_coef must be > 0 with --adaptive_kl (the controller multiplies it), got 0")
         return self
@@ -163,9 +164,16 @@ def _parse_bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Errors are one line naming the flag (no usage dump); `--help` still shows everything."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser(prog: str = "python -m rlhf_nb.train") -> argparse.ArgumentParser:
     """An argparse parser with one flag per RunConfig field: names, defaults and help come from the dataclass."""
-    p = argparse.ArgumentParser(prog=prog, description="Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.",
+    p = _OneLineParser(prog=prog, description="Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(RunConfig):
         m, typ, flag = f.metadata, _base_type(f), f"--{f.name}"
@@ -175,7 +183,9 @@ def build_parser(prog: str = "python -m rlhf_nb.train") -> argparse.ArgumentPars
             p.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
         else:
             conv = {int: int, float: float, str: str}[typ]
-            p.add_argument(flag, type=conv, default=f.default, choices=m["choices"], help=help_)
+            # choices are checked by RunConfig.validate (one message style for CLI, notebooks and papermill)
+            metavar = "{" + ",".join(m["choices"]) + "}" if m["choices"] else None
+            p.add_argument(flag, type=conv, default=f.default, metavar=metavar, help=help_)
     return p
 
 

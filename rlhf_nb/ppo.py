@@ -85,3 +85,44 @@ def minibatch_indices(batch_size: int, minibatch_size: int, generator: torch.Gen
         raise ValueError(f"batch_size={batch_size} must be divisible by minibatch_size={minibatch_size}")
     perm = torch.randperm(batch_size, generator=generator)
     return list(perm.split(minibatch_size))
+
+
+def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: dict, context_length: int, temperature: float,
+               epochs: int, num_minibatches: int, clip_range: float, clip_range_value: float, vf_coef: float,
+               ent_coef: float, max_grad_norm: float, generator: torch.Generator) -> dict[str, float]:
+    """Several PPO epochs over shuffled minibatches of one rollout batch; returns the mean of each statistic.
+
+    batch: ids, attn (B, P+T); mask, logp_old, advantages (B, T); values_old, returns (B, T) or None (no value loss)."""
+    from .policy import forward_tokens
+
+    B = batch["ids"].size(0)
+    use_value = batch.get("returns") is not None
+    sums: dict[str, float] = {}
+    n = 0
+    for _ in range(epochs):
+        for mb in minibatch_indices(B, max(1, B // num_minibatches), generator):
+            mb = mb.to(batch["ids"].device)
+            mask = batch["mask"][mb]
+            logp, entropy, values = forward_tokens(policy, batch["ids"][mb], batch["attn"][mb], context_length, temperature)
+            pg_loss, pg_stats = policy_loss(logp, batch["logp_old"][mb], batch["advantages"][mb], mask, clip_range)
+            ent = masked_mean(entropy, mask)
+            loss = pg_loss - ent_coef * ent
+            stats = {**pg_stats, "loss/policy": pg_loss.item()}
+            if use_value:
+                v_loss, v_stats = value_loss(values, batch["values_old"][mb], batch["returns"][mb], mask, clip_range_value)
+                loss = loss + vf_coef * v_loss
+                stats.update(v_stats)
+                stats["loss/value"] = v_loss.item()
+                stats["value/explained_variance"] = float(explained_variance(values.detach(), batch["returns"][mb], mask))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            stats["policy/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm))
+            optimizer.step()
+            stats["loss/total"] = loss.item()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+    out = {k: v / n for k, v in sums.items()}
+    if not use_value:  # group baselines (grpo/rloo) have no value head to train
+        out.update({"loss/value": 0.0, "value/clipfrac": 0.0})
+    return out

@@ -1,0 +1,213 @@
+"""The policy: load a causal LM, sample completions, score tokens (log-probs, entropy), a value head, a frozen reference."""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .ppo import entropy_from_logits
+
+EMBEDDED = "embedded"
+
+
+def _embedded_dir() -> Path:
+    return Path(__file__).parent / "assets" / "tiny-gpt2-reviews"
+
+
+def resolve_model_path(name: str | None) -> str:
+    """'embedded' (or None) -> the kit's own model folder; anything else (a folder or a hub id) is passed through."""
+    return str(_embedded_dir()) if name in (None, "", EMBEDDED) else str(name)
+
+
+def load_policy(name: str | None = EMBEDDED, device: str | torch.device = "cpu"):
+    """Load (model, tokenizer) with the real from_pretrained path; the tokenizer pads on the left and has a pad token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would clutter notebooks and logs
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise OSError(
+            f"could not load model {name!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}\n"
+            f"A hub id such as 'gpt2' needs a Hugging Face hub (network or a filled cache). "
+            f"With no hub, use the embedded default: --model {EMBEDDED} ({_embedded_dir()})."
+        ) from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # e.g. gpt2 ships without one
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()  # dropout off: log-probs of the same tokens must agree between rollout and update
+    return model.to(device), tokenizer
+
+
+def model_context_length(name: str | None) -> int:
+    """Read the model's maximum sequence length from its config alone (cheap: no weights)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(resolve_model_path(name))
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if getattr(cfg, key, None):
+            return int(getattr(cfg, key))
+    return 1024
+
+
+def make_reference(model: nn.Module) -> nn.Module:
+    """A frozen copy of the initial policy: the anchor of the KL penalty."""
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+class ValueHead(nn.Module):
+    """V(s_t) = w·h_t + b on the policy's last hidden state (a shared trunk, as TRL's original
+    AutoModelForCausalLMWithValueHead): one forward pass gives both logits and values, which halves
+    the compute on a CPU; the cost is that value-loss gradients also move the trunk (vf_coef keeps that small)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.summary.weight)  # start at V = 0: no made-up value estimates before training
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden).squeeze(-1)  # (B, T, H) -> (B, T)
+
+
+class PolicyWithValue(nn.Module):
+    """A causal LM plus a value head on its last hidden state."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+        self.value_head = ValueHead(lm.config.hidden_size if hasattr(lm.config, "hidden_size") else lm.config.n_embd)
+
+    def forward(self, input_ids, attention_mask):
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
+        return out.logits, self.value_head(out.hidden_states[-1])
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions count real tokens only, so a left-padded prompt starts at position 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class Rollout:
+    """Prompts and sampled completions, as token ids and text."""
+
+    query_responses: torch.Tensor  # (B, P + T) left-padded prompt then completion (padded after EOS)
+    attention_mask: torch.Tensor  # (B, P + T) 1 on real prompt and completion tokens
+    context_length: int  # P: the completion starts at this column
+    completion_mask: torch.Tensor  # (B, T) 1 on completion tokens up to and including the first EOS
+    prompts: list[str]
+    completions: list[str]
+    ended_with_eos: torch.Tensor  # (B,) bool
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.query_responses[:, self.context_length:]
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Mask all but the top-k tokens and/or the smallest set with probability mass >= top_p."""
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    return logits
+
+
+def _cache_kwarg(lm: nn.Module) -> str:
+    """transformers >= 5.2x names the KV cache `cache`; older releases call it `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def sample(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> Rollout:
+    """Sample completions token by token with a KV cache; stop each row at its first EOS."""
+    if not prompts:
+        raise ValueError("prompts must be a non-empty list of strings")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    lm = model.lm if isinstance(model, PolicyWithValue) else model
+    device = next(lm.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)  # (B, P)
+    B, P = ids.shape
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    out_tokens = []
+    past, step_ids, step_mask = None, ids, mask
+    cache_arg = _cache_kwarg(lm)
+    for _ in range(max_new_tokens):
+        pos = position_ids_from_mask(step_mask)[:, -step_ids.size(1):]
+        out = lm(input_ids=step_ids, attention_mask=step_mask, position_ids=pos, use_cache=True, **{cache_arg: past})
+        past = getattr(out, cache_arg, None)
+        logits = filter_logits(out.logits[:, -1, :].float() / temperature, top_k, top_p)  # (B, V)
+        tok = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)  # (B,)
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        out_tokens.append(tok)
+        step_mask = torch.cat([step_mask, (~done).long()[:, None]], dim=1)
+        done = done | (tok == eos)
+        step_ids = tok[:, None]
+        if done.all():
+            break
+    responses = torch.stack(out_tokens, dim=1)  # (B, T)
+    completion_mask = step_mask[:, P:].clone()
+    query_responses = torch.cat([ids, responses], dim=1)
+    texts = tokenizer.batch_decode(responses.masked_fill(responses == eos, pad), skip_special_tokens=True)
+    return Rollout(query_responses, step_mask, P, completion_mask, list(prompts), texts, done.clone())
+
+
+def forward_tokens(model: nn.Module, rollout_ids: torch.Tensor, attention_mask: torch.Tensor, context_length: int,
+                   temperature: float = 1.0):
+    """Per completion token: log π(y_t | x, y_<t), entropy, and the value (None without a value head).
+
+    Logits are divided by the sampling temperature, the same one used to sample (a classic bug is forgetting it)."""
+    if isinstance(model, PolicyWithValue):
+        logits, values = model(rollout_ids, attention_mask)
+    else:
+        logits = model(input_ids=rollout_ids, attention_mask=attention_mask,
+                       position_ids=position_ids_from_mask(attention_mask)).logits
+        values = None
+    # the token at column t is predicted by the logits at column t-1
+    logits = logits[:, context_length - 1:-1, :].float() / temperature  # (B, T, V)
+    targets = rollout_ids[:, context_length:]  # (B, T)
+    logprobs = torch.gather(F.log_softmax(logits, dim=-1), -1, targets[..., None]).squeeze(-1)  # (B, T)
+    entropy = entropy_from_logits(logits)  # (B, T)
+    if values is not None:
+        values = values[:, context_length - 1:-1]  # V(s_t) is read where token t is chosen
+    return logprobs, entropy, values
+
+
+def pick_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error, not a silent fallback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be one of auto, cpu, cuda; got {device!r}")
+    return torch.device(device)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (papermill, nbval, JupyterLab)."""
+    return "JPY_PARENT_PID" in os.environ or "ipykernel" in os.environ.get("_", "")

@@ -1,0 +1,101 @@
+"""Run folders and logs: one fresh folder per run, JSONL + TensorBoard with the same metric names, samples."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+WALL_TIME_PREFIXES = ("time/", "rollout/tokens_per_s")  # fields that change between identical runs
+
+
+def default_runs_dir() -> Path:
+    """The repo's runs/ when the package sits in a source checkout (as after `pip install -e .`), else ./runs."""
+    repo = Path(__file__).resolve().parents[1]
+    return repo / "runs" if (repo / "pyproject.toml").is_file() and (repo / "runs").is_dir() else Path("runs")
+
+
+def new_run_dir(parent: str | Path = "runs", name: str | None = None) -> Path:
+    """Create runs/run_YYYYMMDD_HHMMSS/ (or `name`); an existing folder is never reused: a suffix _1, _2… is added."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    base = name or time.strftime("run_%Y%m%d_%H%M%S")
+    for i in range(10_000):
+        path = parent / (base if i == 0 else f"{base}_{i}")
+        try:
+            path.mkdir()  # atomic: two runs started in the same second get different folders
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not find a free run folder name under {parent}")
+
+
+def strip_wall_time(row: dict[str, Any]) -> dict[str, Any]:
+    """Drop the fields that measure wall time, leaving what must reproduce exactly."""
+    return {k: v for k, v in row.items() if not k.startswith(WALL_TIME_PREFIXES)}
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _clean(v: Any) -> Any:
+    v = float(v) if hasattr(v, "item") else v
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN; null says "undefined this step" (e.g. explained variance with Var(R)=0)
+    return v
+
+
+class RunLogger:
+    """Writes logs/train.jsonl, logs/train.log, tb/ and samples.jsonl inside a run folder."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, console: bool = False):
+        self.run_dir = Path(run_dir)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.run_dir / "logs" / "train.jsonl", "a")
+        self._samples = open(self.run_dir / "samples.jsonl", "a")
+        self.log = logging.getLogger(f"rlhf_nb.run.{self.run_dir.resolve()}")
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        fh = logging.FileHandler(self.run_dir / "logs" / "train.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.addHandler(fh)
+        if console:
+            sh = logging.StreamHandler()
+            sh.setFormatter(logging.Formatter("%(message)s"))
+            self.log.addHandler(sh)
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+
+    def metrics(self, step: int, stats: dict[str, Any]) -> None:
+        row = {"step": step, **{k: _clean(v) for k, v in stats.items()}}
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def samples(self, step: int, prompts: list[str], completions: list[str], scores: list[float]) -> None:
+        for p, c, s in zip(prompts, completions, scores):
+            self._samples.write(json.dumps({"step": step, "prompt": p, "completion": c, "score": round(float(s), 6)}) + "\n")
+        self._samples.flush()
+
+    def info(self, msg: str) -> None:
+        self.log.info(msg)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._samples.close()
+        if self._tb is not None:
+            self._tb.close()
+        for h in list(self.log.handlers):
+            h.close()
+            self.log.removeHandler(h)

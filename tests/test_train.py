@@ -1,0 +1,161 @@
+"""The loop end to end: run layout, same seed -> same JSONL, exact resume, signals, bad config, improvement."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf_nb.checkpoints import load_checkpoint
+from rlhf_nb.config import ConfigError, RunConfig
+from rlhf_nb.runlog import new_run_dir, read_jsonl, strip_wall_time
+from rlhf_nb.train import setup, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(batch_size=8, max_new_tokens=8, steps_per_epoch=4, progress=False, num_minibatches=2, ppo_epochs=2)
+METRICS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "objective/non_score_reward", "policy/entropy",
+           "policy/clipfrac", "policy/approx_kl", "loss/policy", "loss/value", "value/clipfrac",
+           "value/explained_variance", "time/step_s")
+
+
+def _run(tmp_path, **kw) -> Path:
+    res = train(RunConfig(out=str(tmp_path), **{**TINY, **kw}))
+    return res.run_dir
+
+
+def test_run_layout_and_metric_names(tmp_path):
+    run = _run(tmp_path, save_every=2)
+    assert run.parent == tmp_path and run.name.startswith("run_")
+    for rel in ("config.json", "logs/train.jsonl", "logs/train.log", "samples.jsonl", "checkpoints/step_2",
+                "checkpoints/step_4", "final/model.safetensors", "final/value_head.safetensors"):
+        assert (run / rel).exists(), rel
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    rows = read_jsonl(run / "logs" / "train.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for name in METRICS:
+        assert name in rows[0], name
+    assert RunConfig.from_dict(json.loads((run / "config.json").read_text())).batch_size == 8
+    assert not [p for p in run.rglob("*") if ".tmp-" in p.name]  # no half-written checkpoint left behind
+
+
+def test_same_seed_same_jsonl_other_seed_differs(tmp_path):
+    a, b, c = (_run(tmp_path / n, seed=s) for n, s in (("a", 7), ("b", 7), ("c", 8)))
+    rows = {k: [strip_wall_time(r) for r in read_jsonl(d / "logs" / "train.jsonl")] for k, d in zip("abc", (a, b, c))}
+    assert json.dumps(rows["a"]) == json.dumps(rows["b"])
+    assert rows["a"] != rows["c"]
+    assert (a / "samples.jsonl").read_text() == (b / "samples.jsonl").read_text()
+
+
+@pytest.mark.parametrize("advantage, extra", [("gae", {}), ("grpo", {"num_generations": 2, "batch_size": 4}),
+                                              ("rloo", {"num_generations": 2, "batch_size": 4})])
+def test_resume_continues_exactly(tmp_path, advantage, extra):
+    kw = dict(seed=3, save_every=2, advantage=advantage, adaptive_kl=True, kl_coef=0.1, target_kl=0.5, **extra)
+    full = _run(tmp_path / "full", **kw)
+    resumed = train(RunConfig(out=str(tmp_path / "resumed"), resume=str(full / "checkpoints" / "step_2"),
+                              **{**TINY, **kw})).run_dir
+    want = [strip_wall_time(r) for r in read_jsonl(full / "logs" / "train.jsonl")][2:]
+    got = [strip_wall_time(r) for r in read_jsonl(resumed / "logs" / "train.jsonl")]
+    assert [r["step"] for r in got] == [3, 4]
+    assert json.dumps(got) == json.dumps(want)
+
+
+def test_runs_never_overwrite(tmp_path):
+    a, b = new_run_dir(tmp_path, "same"), new_run_dir(tmp_path, "same")
+    assert a != b and b.name == "same_1"
+
+
+def test_loading_a_checkpoint_never_unpickles_code(tmp_path):
+    run = _run(tmp_path, steps_per_epoch=1)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"x": Evil()}, run / "final" / "training_state.pt")
+    s = setup(RunConfig(**TINY))
+    with pytest.raises(Exception, match="(?i)weights_only|unpickl"):
+        load_checkpoint(run / "final", s.policy, s.optimizer, s.generators, s.device)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_half_written(tmp_path, monkeypatch):
+    from rlhf_nb import checkpoints
+
+    s = setup(RunConfig(**TINY))
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(checkpoints, "save_file", boom)
+    with pytest.raises(RuntimeError):
+        checkpoints.save_checkpoint(tmp_path / "step_1", s.policy, s.tokenizer, s.optimizer, s.generators, {"step": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "rlhf_nb.train", *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--batch_size", "0"], "--batch_size"),
+    (["--kl_coef", "-1"], "--kl_coef"),
+    (["--max_new_tokens", "500"], "--max_new_tokens"),
+    (["--reward", "vibes"], "--reward"),
+    (["--device", "tpu"], "--device"),
+])
+def test_cli_bad_config_stops_before_any_work(tmp_path, args, flag):
+    p = _cli("--out", str(tmp_path), *args)
+    assert p.returncode == 2
+    err = [l for l in p.stderr.strip().splitlines() if l.strip()]
+    assert len(err) == 1 and flag in err[0], p.stderr
+    assert not any(tmp_path.iterdir())  # no run folder was created
+
+
+def test_cli_cuda_without_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    p = _cli("--out", str(tmp_path), "--device", "cuda")
+    assert p.returncode == 2 and "--device cuda" in p.stderr and not any(tmp_path.iterdir())
+
+
+def test_sigterm_leaves_a_loadable_checkpoint_and_says_how_to_resume(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "rlhf_nb.train", "--out", str(tmp_path), "--batch_size", "8",
+                             "--max_new_tokens", "8", "--steps_per_epoch", "500", "--progress", "false"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    jsonl = None
+    while time.time() < deadline:
+        found = list(tmp_path.glob("run_*/logs/train.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            jsonl = found[0]
+            break
+        time.sleep(0.2)
+    assert jsonl is not None, "the run never logged two steps"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    run = jsonl.parents[1]
+    assert "--resume" in out and str(run / "final") in out
+    state = json.loads((run / "final" / "trainer_state.json").read_text())
+    assert 2 <= state["step"] < 500
+    assert state["step"] == len(read_jsonl(jsonl))
+
+
+def test_resume_refuses_to_change_the_algorithm(tmp_path):
+    run = _run(tmp_path, steps_per_epoch=1)
+    p = _cli("--resume", str(run / "final"), "--kl_coef", "0.3")
+    assert p.returncode == 2 and "--kl_coef cannot change on --resume" in p.stderr
+
+
+@pytest.mark.slow
+def test_sentiment_reward_actually_improves(tmp_path):
+    res = train(RunConfig(seed=0, batch_size=32, steps_per_epoch=25, progress=False), write_run=False)
+    scores = [r["objective/scores"] for r in res.history]
+    first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
+    assert last > first + 0.3, scores
