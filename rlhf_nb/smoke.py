@@ -1,0 +1,52 @@
+"""`make smoke`: run notebooks/00_smoke.ipynb headlessly with papermill into a fresh runs/run_*/ folder."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .runlog import new_run_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_NB = ROOT / "notebooks" / "00_smoke.ipynb"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rlhf_nb.smoke", description=__doc__)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kl_coef", type=float, default=0.05)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=12)
+    p.add_argument("--reward", default="sentiment")
+    p.add_argument("--out", default=str(ROOT / "runs"), help="parent folder of the run folder")
+    args = p.parse_args(argv)
+
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    t0 = time.perf_counter()
+    run_dir = new_run_dir(args.out)
+    out_nb = run_dir / "smoke.ipynb"
+    params = dict(seed=args.seed, kl_coef=args.kl_coef, batch_size=args.batch_size, steps=args.steps,
+                  max_new_tokens=args.max_new_tokens, reward=args.reward, out_dir=str(run_dir))
+    print(f"running {SMOKE_NB.relative_to(ROOT)} with {params}")
+    try:
+        pm.execute_notebook(str(SMOKE_NB), str(out_nb), parameters=params, kernel_name="python3",
+                            progress_bar=False, cwd=str(ROOT / "notebooks"))
+    except PapermillExecutionError as e:
+        # the config validation's one line, e.g. "ConfigError: --batch_size must be in [1, 4096], got 0"
+        print(f"smoke failed: {e.ename}: {e.evalue}\nthe failed notebook is at {out_nb}", file=sys.stderr)
+        return 1
+    dt = time.perf_counter() - t0
+    print(f"smoke run finished in {dt:.1f} s; everything is in {run_dir}/:")
+    for rel in ("smoke.ipynb", "summary.png", "config.json", "logs/train.jsonl", "logs/train.log", "samples.jsonl",
+                "tb", "checkpoints", "final"):
+        path = run_dir / rel
+        print(f"  {'ok ' if path.exists() else 'MISSING'} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
