@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
