@@ -95,10 +95,12 @@ def samples_table(before: list[dict], after: list[dict], digits: int = 2):
 
 def samples_html(before: list[dict], after: list[dict], digits: int = 2) -> str:
     """The same table as samples_table, as escaped HTML for a widget."""
-    head = "".join(f"<th>{h}</th>" for h in ("prompt", "before", "score", "after", "score"))
+    pad = "style='padding:2px 10px;text-align:left'"
+    head = "".join(f"<th {pad}>{h}</th>" for h in ("prompt", "before", "score", "after", "score"))
     body = "".join(
-        f"<tr><td>{html.escape(b['prompt'])}</td><td>{html.escape(b['completion'])}</td><td>{b['score']:+.{digits}f}</td>"
-        f"<td>{html.escape(a['completion'])}</td><td>{a['score']:+.{digits}f}</td></tr>" for b, a in zip(before, after))
+        f"<tr><td {pad}>{html.escape(b['prompt'])}</td><td {pad}>{html.escape(b['completion'])}</td>"
+        f"<td {pad}>{b['score']:+.{digits}f}</td><td {pad}>{html.escape(a['completion'])}</td>"
+        f"<td {pad}>{a['score']:+.{digits}f}</td></tr>" for b, a in zip(before, after))
     return f"<table class='rlhf-samples'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
