@@ -121,12 +121,15 @@ def plot_kl_estimators(samples: dict[str, "Sequence[float]"], exact: float, bins
     return fig
 
 
-def plot_kl_controller(kls: Sequence[float], betas: dict[str, Sequence[float]], target: float | None = None):
-    """Left: the KL the policy drifts to per step; right: β per step for each controller."""
+def plot_kl_controller(kls: dict[str, Sequence[float]] | Sequence[float], betas: dict[str, Sequence[float]],
+                       target: float | None = None):
+    """Left: KL to the reference per step (one curve per controller, or one); right: β per step for each controller."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.0))
-    axes[0].plot([float(k) for k in kls], color="tab:gray")
+    for name, ks in (kls.items() if isinstance(kls, dict) else [(None, kls)]):
+        axes[0].plot([float(k) for k in ks], label=name)
     if target is not None:
         axes[0].axhline(target, color="tab:red", ls="--", lw=1, label="target KL")
+    if target is not None or isinstance(kls, dict):
         axes[0].legend(fontsize=8)
     axes[0].set_title("KL to the reference", fontsize=10)
     axes[0].set_xlabel("step")

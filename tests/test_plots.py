@@ -58,6 +58,8 @@ def test_kl_estimators():
 def test_kl_controller():
     fig = plots.plot_kl_controller([1, 2, 3], {"fixed": [0.1] * 3, "adaptive": [0.1, 0.11, 0.12]}, target=2.0)
     assert titles(fig) == ["KL to the reference", "β (kl_coef)"] and len(fig.axes[1].get_lines()) == 2
+    fig = plots.plot_kl_controller({"fixed": [1, 2], "adaptive": [1, 1.5]}, {"fixed": [0.1] * 2, "adaptive": [0.1] * 2})
+    assert len(fig.axes[0].get_lines()) == 2
 
 
 def test_clipped_objective_is_flat_where_clipped():
