@@ -10,7 +10,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
-VOLATILE_META = ("papermill",)
+VOLATILE_META = ("papermill", "widgets")  # run timestamps; widget-state snapshots (tens of KB of PNG)
 
 
 def notebooks(pattern: str = "[0-9][0-9]_*.ipynb") -> list[Path]:

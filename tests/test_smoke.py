@@ -1,0 +1,42 @@
+"""`make smoke`: papermill runs 00_smoke into a fresh run folder; bad parameters fail fast with one clear line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _smoke(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "rlhf_nb.smoke", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_smoke_writes_the_run_layout_and_the_executed_notebook(tmp_path):
+    p = _smoke(tmp_path, "--steps", "2", "--batch_size", "4", "--max_new_tokens", "6", "--seed", "1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    (run,) = list(tmp_path.iterdir())
+    for rel in ("smoke.ipynb", "summary.png", "config.json", "logs/train.jsonl", "samples.jsonl", "final", "tb"):
+        assert (run / rel).exists(), rel
+    assert str(run) in p.stdout
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["seed"], cfg["batch_size"], cfg["steps_per_epoch"]) == (1, 4, 2)  # parameters reached the notebook
+    nb = json.loads((run / "smoke.ipynb").read_text())
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--batch_size", "0"], "ConfigError: --batch_size must be in [1, 4096], got 0"),
+    (["--kl_coef", "-1"], "ConfigError: --kl_coef must be in [0, 10], got -1.0"),
+    (["--reward", "vibes"], "ConfigError: --reward must be one of"),
+])
+def test_bad_parameter_fails_fast_and_writes_only_the_failed_notebook(tmp_path, args, line):
+    p = _smoke(tmp_path, *args)
+    assert p.returncode == 1
+    assert line in p.stderr
+    (run,) = list(tmp_path.iterdir())
+    assert [x.name for x in run.iterdir()] == ["smoke.ipynb"]
