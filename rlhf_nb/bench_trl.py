@@ -15,6 +15,7 @@ KL columns differ by definition: rlhf_nb logs Σ_t k1 per sequence (objective/kl
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -22,48 +23,35 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
 
 
-def _cfg(p: dict[str, Any]) -> RunConfig:
+def _cfg(p: dict[str, Any], advantage: str = "grpo") -> RunConfig:
+    """The RunConfig of one benchmark run; advantage="gae" is rlhf_nb's PPO on the same completions per step."""
+    ppo = advantage == "gae"  # PPO: batch_size*num_generations distinct prompts, one completion each
     return RunConfig(
-        model=p["model"], reward="sentiment", advantage="grpo", epochs=1, steps_per_epoch=p["steps"],
-        batch_size=p["batch_size"], num_generations=p["num_generations"], max_new_tokens=p["max_new_tokens"],
+        model=p["model"], reward="sentiment", advantage=advantage, epochs=1, steps_per_epoch=p["steps"],
+        batch_size=p["batch_size"] * (p["num_generations"] if ppo else 1),
+        num_generations=1 if ppo else p["num_generations"], max_new_tokens=p["max_new_tokens"],
         kl_coef=p["kl_coef"], learning_rate=p["learning_rate"], seed=p["seed"], ppo_epochs=p["ppo_epochs"],
         num_minibatches=p["num_minibatches"], threads=p["threads"], progress=False,
         max_minutes=None if p["time_budget_s"] is None else p["time_budget_s"] / 60.0,
     )
 
 
-def _run_ours(p: dict[str, Any]) -> dict[str, Any]:
-    from .train import setup, train
-
-    t0 = time.perf_counter()
-    cfg = _cfg(p)
-    state = setup(cfg)
-    setup_s = time.perf_counter() - t0
-    hist = train(cfg, write_run=False, state=state).history
+def ours_rows(history: list[dict[str, float]], cfg: RunConfig) -> list[dict[str, float]]:
+    """rlhf_nb's train() history as benchmark rows: step, reward, kl, kl_seq, step_s, elapsed_s, tokens."""
     n = cfg.batch_size * cfg.num_generations
-    rows = [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"], "kl_seq": h["objective/kl"],
+    return [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"], "kl_seq": h["objective/kl"],
              "step_s": h["time/step_s"], "elapsed_s": h["time/elapsed_s"], "tokens": h["rollout/completion_len"] * n}
-            for h in hist]
-    return {"history": rows, "setup_s": setup_s}
+            for h in history]
 
 
-def _run_trl(p: dict[str, Any]) -> dict[str, Any]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .bridges.trl import StepTimer, make_trl_trainer
-    from .seeding import seed_everything
-
-    t0 = time.perf_counter()
-    cfg = _cfg(p)
-    seed_everything(cfg.seed, threads=cfg.threads)
-    timer = StepTimer.make(p["time_budget_s"])
-    trainer = make_trl_trainer(cfg, algo="grpo", callbacks=[timer])
-    setup_s = time.perf_counter() - t0
-    trainer.train()
+def trl_rows(timer, cfg: RunConfig) -> list[dict[str, float]]:
+    """A StepTimer's TRL logs as benchmark rows, one per rollout (= ppo_epochs*num_minibatches TRL global steps)."""
     per = cfg.ppo_epochs * cfg.num_minibatches  # TRL optimizer steps per rollout
     n = cfg.batch_size * cfg.num_generations
     rows = []
@@ -77,12 +65,46 @@ def _run_trl(p: dict[str, Any]) -> dict[str, Any]:
         rows.append({"step": r + 1, "reward": gen["reward"], "kl": kl, "kl_seq": kl * length,
                      "step_s": sum(timer.step_s[r * per:(r + 1) * per]), "elapsed_s": logs[-1]["elapsed_s"],
                      "tokens": length * n})
-    return {"history": rows, "setup_s": setup_s}
+    return rows
+
+
+def quiet_trainer(trainer):
+    """Drop the PrinterCallback that transformers adds when disable_tqdm=True (it prints every log dict to stdout)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _run_ours(p: dict[str, Any], advantage: str = "grpo") -> dict[str, Any]:
+    from .train import setup, train
+
+    t0 = time.perf_counter()
+    cfg = _cfg(p, advantage)
+    state = setup(cfg)
+    setup_s = time.perf_counter() - t0
+    hist = train(cfg, write_run=False, state=state).history
+    return {"history": ours_rows(hist, cfg), "setup_s": setup_s}
+
+
+def _run_trl(p: dict[str, Any]) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .bridges.trl import StepTimer, make_trl_trainer
+    from .seeding import seed_everything
+
+    t0 = time.perf_counter()
+    cfg = _cfg(p)
+    seed_everything(cfg.seed, threads=cfg.threads)
+    timer = StepTimer.make(p["time_budget_s"])
+    trainer = quiet_trainer(make_trl_trainer(cfg, algo="grpo", callbacks=[timer]))
+    setup_s = time.perf_counter() - t0
+    trainer.train()
+    return {"history": trl_rows(timer, cfg), "setup_s": setup_s}
 
 
 def _child(system: str, params_file: str, out_file: str) -> None:
     p = json.loads(open(params_file).read())
-    res = (_run_ours if system == "rlhf_nb" else _run_trl)(p)
+    res = {"rlhf_nb": _run_ours, "trl": _run_trl, "rlhf_nb_ppo": lambda q: _run_ours(q, "gae")}[system](p)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     with open(out_file, "w") as f:
         json.dump(res, f)
@@ -116,13 +138,14 @@ def _summary(res: dict[str, Any], budget_s: float) -> dict[str, Any]:
         # mean of the last (up to) 3 steps finished within the budget: one step's reward is noisy
         "reward_at_budget": statistics.fmean(within[-3:]) if within else float("nan"),
         "peak_rss_mb": res.get("peak_rss_mb"),
+        "kl_seq_max": max(row["kl_seq"] for row in h),
     }
 
 
 def compare_grpo(steps: int = 20, batch_size: int = 8, num_generations: int = 8, max_new_tokens: int = 8,
                  kl_coef: float = 0.05, learning_rate: float = 3e-4, seed: int = 0, time_budget_s: float | None = None,
                  ppo_epochs: int = 1, num_minibatches: int = 1, model: str = "embedded", threads: int = 1,
-                 isolate: bool = True) -> dict[str, Any]:
+                 isolate: bool = True, include_ppo: bool = False) -> dict[str, Any]:
     """Run rlhf_nb's GRPO, then TRL's, with the same settings; return both histories, summaries and the ratios.
 
     Returns {"params", "rlhf_nb": {"history", "summary"}, "trl": {...}, "budget_s", "ratios", "rss_note"}.
@@ -130,6 +153,8 @@ def compare_grpo(steps: int = 20, batch_size: int = 8, num_generations: int = 8,
     scale), step_s, elapsed_s (wall since training began), tokens (completion tokens sampled in the step).
     time_budget_s stops each run after the step that crosses it; the reward at budget uses it too
     (default: the shorter of the two wall times, so both are compared at the same moment).
+    include_ppo: also run rlhf_nb's PPO (advantage="gae", batch_size*num_generations prompts, one completion each,
+    so the same completions per step) and add {"rlhf_nb_ppo": {"history", "summary"}} to the result.
     """
     p = dict(steps=steps, batch_size=batch_size, num_generations=num_generations, max_new_tokens=max_new_tokens,
              kl_coef=kl_coef, learning_rate=learning_rate, seed=seed, time_budget_s=time_budget_s,
@@ -147,9 +172,140 @@ def compare_grpo(steps: int = 20, batch_size: int = 8, num_generations: int = 8,
     s_ours, s_trl = _summary(ours, budget), _summary(theirs, budget)
     ratios = {k: s_ours[k] / s_trl[k] for k in ("median_step_s", "tokens_per_s", "peak_rss_mb", "setup_s")
               if s_ours[k] and s_trl[k]}
-    return {"params": p, "budget_s": budget, "rss_note": rss_note, "ratios": ratios,
-            "rlhf_nb": {"history": ours["history"], "summary": s_ours},
-            "trl": {"history": theirs["history"], "summary": s_trl}}
+    out = {"params": p, "budget_s": budget, "rss_note": rss_note, "ratios": ratios,
+           "rlhf_nb": {"history": ours["history"], "summary": s_ours},
+           "trl": {"history": theirs["history"], "summary": s_trl}}
+    if include_ppo:
+        ppo = _in_child("rlhf_nb_ppo", p) if isolate else _run_ours(p, "gae")
+        ppo.setdefault("peak_rss_mb", None)
+        out["rlhf_nb_ppo"] = {"history": ppo["history"], "summary": _summary(ppo, budget)}
+    return out
+
+
+# what `make bench` passes to compare_grpo: 64 completions of 8 tokens per step, plain on-policy GRPO
+# (one PPO epoch, one minibatch); about 35 s for both systems together on a 2-core laptop CPU, PPO included
+BENCH_SETTINGS: dict[str, Any] = dict(steps=25, batch_size=8, num_generations=8, max_new_tokens=8, kl_coef=0.05,
+                                      learning_rate=3e-4, seed=0, time_budget_s=None, ppo_epochs=1,
+                                      num_minibatches=1, model="embedded", threads=1, include_ppo=True)
+
+CURVES_PNG = Path(__file__).resolve().parents[1] / "docs" / "bench_trl_curves.png"
+LABELS = {"rlhf_nb": "rlhf_nb GRPO", "trl": "TRL GRPO", "rlhf_nb_ppo": "rlhf_nb PPO (gae)"}
+
+
+def plot_comparison(runs: dict[str, list[dict[str, float]]], path: str | Path | None = None):
+    """Reward and per-sequence KL against step and against wall seconds, one line per run; saved to `path` if given.
+
+    runs: {label: benchmark rows (reward, kl_seq, step, elapsed_s)}. KL is kl_seq: rlhf_nb's Σ_t k1 per sequence,
+    TRL's token-mean [ratio·]k3 times the mean completion length (different estimators: compare shapes)."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.4), squeeze=False)
+    for label, rows in runs.items():
+        for col, x in enumerate(("step", "elapsed_s")):
+            xs = [r[x] for r in rows]
+            axes[0][col].plot(xs, [r["reward"] for r in rows], marker=".", label=label)
+            axes[1][col].plot(xs, [r["kl_seq"] for r in rows], marker=".", label=label)
+    for col in range(2):  # TRL's k3 KL can spike by orders of magnitude; symlog keeps both runs readable
+        axes[1][col].set_yscale("symlog", linthresh=0.1)
+    for col, xl in enumerate(("step", "wall seconds since training began")):
+        axes[0][col].set_title(f"mean sentiment score vs {xl.split()[0]}", fontsize=10)
+        axes[1][col].set_title(f"KL per sequence vs {xl.split()[0]}", fontsize=10)
+        axes[1][col].set_xlabel(xl)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return fig
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _why(result: dict[str, Any]) -> str:
+    """A few sentences read off the measured numbers: which system is faster, leaner, and whether the reward gap is noise."""
+    o, t, r = result["rlhf_nb"]["summary"], result["trl"]["summary"], result["ratios"]
+    parts = []
+    step = r.get("median_step_s")
+    if step is not None:
+        faster, slower, k = ("TRL", "rlhf_nb", step) if step > 1 else ("rlhf_nb", "TRL", 1 / step)
+        parts.append(f"Per step, {faster} is {k:.2f}× faster than {slower} here (median {o['median_step_s']:.3f} s "
+                     f"vs {t['median_step_s']:.3f} s for rlhf_nb vs TRL).")
+        if step > 1:
+            parts.append("Part of the gap is by construction: TRL skips the old-log-prob forward pass when the update is "
+                         "on-policy (difference 8 in docs/trl_bridge.md), and rlhf_nb's GRPO also samples with its own "
+                         "Python KV-cache loop rather than `model.generate`.")
+        else:
+            parts.append("TRL's step carries more framework work per optimizer step (the Trainer loop, accelerate, "
+                         "callbacks, `model.generate`), which a tiny model cannot amortise.")
+    setup = r.get("setup_s")
+    if setup is not None:
+        parts.append(f"Setup takes {o['setup_s']:.1f} s for rlhf_nb and {t['setup_s']:.1f} s for TRL "
+                     f"(TRL loads the reference model from disk, difference 11).")
+    rss = r.get("peak_rss_mb")
+    if rss is not None and result.get("rss_note", "").startswith("peak RSS of each"):
+        parts.append(f"Peak memory is {rss:.2f}× TRL's ({o['peak_rss_mb']:.0f} vs {t['peak_rss_mb']:.0f} MB, imports included).")
+    rewards = [row["reward"] for row in result["rlhf_nb"]["history"] + result["trl"]["history"]]
+    if len(rewards) > 2:
+        noise = statistics.stdev(rewards)
+        gap = o["reward_at_budget"] - t["reward_at_budget"]
+        if not math.isnan(gap):
+            verdict = ("within" if abs(gap) <= noise else "beyond")
+            parts.append(f"At the same wall budget ({result['budget_s']:.1f} s) the reward differs by {gap:+.3f}, "
+                         f"{verdict} the step-to-step spread of the per-step reward ({noise:.3f}); the two runs draw "
+                         f"different prompts (difference 9) and place the KL differently (difference 1), so compare "
+                         f"curves, not single steps.")
+    ko, kt = o.get("kl_seq_max"), t.get("kl_seq_max")
+    if ko is not None and kt is not None and kt > 10 * max(ko, 1e-9):
+        parts.append(f"TRL's logged KL peaks at {kt:.3g} per sequence against rlhf_nb's {ko:.3g}: its k3 = e^Δ − Δ − 1 "
+                     f"(Δ = log ρ − log π_θ) grows exponentially when one sampled token is far less likely under the "
+                     f"policy's training forward than under the reference, so a single token can dominate the mean.")
+    return " ".join(parts)
+
+
+def render_markdown(result: dict[str, Any], curves_png: str | Path | None = CURVES_PNG) -> list[str]:
+    """The lines of the docs/benchmarks.md section "rlhf_nb vs TRL (GRPO), same machine, same run".
+
+    Writes the learning-curve PNG to `curves_png` (None: no figure, no image line) and links it by file name,
+    so it must sit next to the markdown file."""
+    p, o, t, r = result["params"], result["rlhf_nb"]["summary"], result["trl"]["summary"], result["ratios"]
+    lines = ["## rlhf_nb vs TRL (GRPO), same machine, same run", ""]
+    lines.append(f"`rlhf_nb.bench_trl.compare_grpo(**BENCH_SETTINGS)`: model `{p['model']}`, sentiment reward, "
+                 f"{p['batch_size']} prompts × {p['num_generations']} generations = "
+                 f"{p['batch_size'] * p['num_generations']} completions of ≤ {p['max_new_tokens']} tokens per step, "
+                 f"β = {p['kl_coef']:g}, learning rate {p['learning_rate']:g}, {p['ppo_epochs']} PPO epoch(s) × "
+                 f"{p['num_minibatches']} minibatch(es), {p['steps']} steps, seed {p['seed']}, {p['threads']} thread(s). "
+                 f"Both run one after the other on this machine, each in its own process. Peak RSS: {result['rss_note']}.")
+    lines += ["", "| | rlhf_nb | TRL | rlhf_nb / TRL |", "|---|---|---|---|"]
+    rows = [("median seconds per step", "median_step_s", ".3f"), ("sampled tokens / s", "tokens_per_s", ".0f"),
+            ("peak RSS (MB)", "peak_rss_mb", ".0f"), ("setup seconds", "setup_s", ".2f"), ("steps run", "steps", "d"),
+            ("wall seconds, training", "wall_s", ".1f"), ("reward, first step", "reward_first", "+.3f"),
+            ("reward, last step", "reward_last", "+.3f"),
+            (f"reward at {result['budget_s']:.1f} s (mean of the last 3 steps within)", "reward_at_budget", "+.3f"),
+            ("largest KL per sequence (each its own estimator)", "kl_seq_max", ".3g")]
+    for name, key, spec in rows:
+        ratio = r.get(key)
+        lines.append(f"| {name} | {_fmt(o.get(key), spec)} | {_fmt(t.get(key), spec)} | "
+                     f"{_fmt(ratio, '.2f') + '×' if ratio is not None else ''} |")
+    if "rlhf_nb_ppo" in result:
+        q = result["rlhf_nb_ppo"]["summary"]
+        lines += ["", f"rlhf_nb's PPO (`advantage='gae'`, a value head, {p['batch_size'] * p['num_generations']} "
+                      f"prompts × 1 completion, the same tokens, β and learning rate): median "
+                      f"{q['median_step_s']:.3f} s per step, {q['median_step_s'] / o['median_step_s']:.2f}× rlhf_nb's "
+                      f"GRPO step; reward first {q['reward_first']:+.3f}, last {q['reward_last']:+.3f}."]
+    if curves_png is not None:
+        runs = {LABELS[k]: result[k]["history"] for k in ("rlhf_nb", "trl", "rlhf_nb_ppo") if k in result}
+        plot_comparison(runs, curves_png)
+        lines += ["", f"![reward and KL of both runs, by step and by wall seconds]({Path(curves_png).name})"]
+    lines += ["", "**Why.** " + _why(result), ""]
+    return lines
+
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,9 +320,19 @@ def main(argv: list[str] | None = None) -> None:
                           ("kl_coef", 0.05), ("learning_rate", 3e-4), ("seed", 0), ("time_budget_s", None),
                           ("ppo_epochs", 1), ("num_minibatches", 1), ("model", "embedded"), ("threads", 1)):
         ap.add_argument(f"--{name}", type=type(default) if default is not None else float, default=default)
-    r = compare_grpo(**vars(ap.parse_args(argv)))
+    ap.add_argument("--include_ppo", action="store_true", help="also time rlhf_nb's PPO (advantage=gae), same batch")
+    ap.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md section (writes the PNG)")
+    ap.add_argument("--json_out", default=None, help="write the full result (histories included) to this file")
+    a = vars(ap.parse_args(argv))
+    markdown, json_out = a.pop("markdown"), a.pop("json_out")
+    r = compare_grpo(**a)
+    if json_out:
+        Path(json_out).write_text(json.dumps(r, indent=1))
     print(json.dumps({"params": r["params"], "budget_s": r["budget_s"], "rlhf_nb": r["rlhf_nb"]["summary"],
-                      "trl": r["trl"]["summary"], "ratios": r["ratios"], "rss_note": r["rss_note"]}, indent=2))
+                      "trl": r["trl"]["summary"], "ratios": r["ratios"], "rss_note": r["rss_note"],
+                      **({"rlhf_nb_ppo": r["rlhf_nb_ppo"]["summary"]} if "rlhf_nb_ppo" in r else {})}, indent=2))
+    if markdown:
+        print("\n".join(render_markdown(r)))
 
 
 if __name__ == "__main__":
