@@ -25,6 +25,39 @@ def resolve_model_path(name: str | None) -> str:
     return str(_embedded_dir()) if name in (None, "", EMBEDDED) else str(name)
 
 
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connect instead of huggingface_hub's retries (~50 s) on a machine with no network."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def from_pretrained(cls, name: str | None, **kwargs):
+    """cls.from_pretrained for 'embedded', a local folder, or a hub id (cache first); a clear error when no hub is there."""
+    path = resolve_model_path(name)
+    try:
+        if Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1":
+            return cls.from_pretrained(path, **kwargs)
+        try:
+            return cls.from_pretrained(path, local_files_only=True, **kwargs)  # a filled cache needs no network
+        except OSError:
+            if not _hub_reachable():
+                raise OSError(f"{path!r} is not a local folder, not in the Hugging Face cache, and no hub is reachable")
+            return cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise OSError(
+            f"could not load model {name!r}: {str(e).splitlines()[0]}. "
+            f"A hub id such as 'gpt2' needs a Hugging Face hub (network or a filled cache); "
+            f"with no hub, use the embedded default: --model {EMBEDDED} ({_embedded_dir()})."
+        ) from None
+
+
 def load_policy(name: str | None = EMBEDDED, device: str | torch.device = "cpu"):
     """Load (model, tokenizer) with the real from_pretrained path; the tokenizer pads on the left and has a pad token."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -32,16 +65,8 @@ def load_policy(name: str | None = EMBEDDED, device: str | torch.device = "cpu")
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar would clutter notebooks and logs
-    path = resolve_model_path(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise OSError(
-            f"could not load model {name!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}\n"
-            f"A hub id such as 'gpt2' needs a Hugging Face hub (network or a filled cache). "
-            f"With no hub, use the embedded default: --model {EMBEDDED} ({_embedded_dir()})."
-        ) from None
+    tokenizer = from_pretrained(AutoTokenizer, name)
+    model = from_pretrained(AutoModelForCausalLM, name)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:  # e.g. gpt2 ships without one
         tokenizer.pad_token = tokenizer.eos_token
@@ -54,7 +79,7 @@ def model_context_length(name: str | None) -> int:
     """Read the model's maximum sequence length from its config alone (cheap: no weights)."""
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(resolve_model_path(name))
+    cfg = from_pretrained(AutoConfig, name)
     for key in ("n_positions", "max_position_embeddings", "n_ctx"):
         if getattr(cfg, key, None):
             return int(getattr(cfg, key))

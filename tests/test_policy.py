@@ -112,3 +112,14 @@ def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="--device cuda"):
         pick_device("cuda")
     assert pick_device("auto").type == "cpu"
+
+
+def test_hub_id_without_a_hub_fails_fast_naming_the_embedded_default():
+    from rlhf_nb.policy import _hub_reachable
+
+    if _hub_reachable():
+        pytest.skip("a hub is reachable here: 'gpt2' would load")
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="--model embedded"):
+        load_policy("gpt2")
+    assert time.perf_counter() - t0 < 30  # no minute of retries against an unreachable hub
