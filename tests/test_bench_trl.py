@@ -62,3 +62,10 @@ def test_bench_settings_are_a_valid_call():
     grpo, ppo = _cfg(p), _cfg(p, "gae")
     assert grpo.batch_size * grpo.num_generations == ppo.batch_size * ppo.num_generations  # same completions per step
     assert (grpo.max_new_tokens, grpo.kl_coef, grpo.learning_rate) == (ppo.max_new_tokens, ppo.kl_coef, ppo.learning_rate)
+
+
+def test_render_markdown_calls_a_small_gap_noise():
+    res = _result(include_ppo=False)
+    res["ratios"]["median_step_s"] = 1.04
+    text = "\n".join(render_markdown(res, curves_png=None))
+    assert "within 10 % of each other" in text and "faster than" not in text
