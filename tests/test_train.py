@@ -159,3 +159,12 @@ def test_sentiment_reward_actually_improves(tmp_path):
     scores = [r["objective/scores"] for r in res.history]
     first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
     assert last > first + 0.3, scores
+
+
+def test_every_logged_metric_is_defined_in_the_glossary(tmp_path):
+    glossary = (ROOT / "docs" / "metrics.md").read_text()
+    for run in (_run(tmp_path / "ppo", steps_per_epoch=1),
+                _run(tmp_path / "grpo", steps_per_epoch=1, advantage="grpo", num_generations=2, batch_size=4)):
+        for name in read_jsonl(run / "logs" / "train.jsonl")[0]:
+            if name != "step":
+                assert f"`{name}`" in glossary, f"{name} is logged but not defined in docs/metrics.md"
