@@ -89,21 +89,31 @@ def minibatch_indices(batch_size: int, minibatch_size: int, generator: torch.Gen
 
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: dict, context_length: int, temperature: float,
                epochs: int, num_minibatches: int, clip_range: float, clip_range_value: float, vf_coef: float,
-               ent_coef: float, max_grad_norm: float, generator: torch.Generator) -> dict[str, float]:
+               ent_coef: float, max_grad_norm: float, generator: torch.Generator,
+               first_forward: tuple | None = None) -> dict[str, float]:
     """Several PPO epochs over shuffled minibatches of one rollout batch; returns the mean of each statistic.
 
-    batch: ids, attn (B, P+T); mask, logp_old, advantages (B, T); values_old, returns (B, T) or None (no value loss)."""
+    batch: ids, attn (B, P+T); mask, logp_old, advantages (B, T); values_old, returns (B, T) or None (no value loss).
+    first_forward: (logp, entropy, values) of the whole batch with grad, already computed by the caller; allowed only
+    for one epoch of one minibatch, where it saves a forward pass (the on-policy shortcut TRL also takes)."""
     from .policy import forward_tokens
 
     B = batch["ids"].size(0)
     use_value = batch.get("returns") is not None
     sums: dict[str, float] = {}
     n = 0
+    if first_forward is not None and (epochs, num_minibatches) != (1, 1):
+        raise ValueError("first_forward is only valid for epochs=1, num_minibatches=1")
     for _ in range(epochs):
-        for mb in minibatch_indices(B, max(1, B // num_minibatches), generator):
+        batches = [torch.arange(B)] if first_forward is not None else minibatch_indices(B, B // num_minibatches, generator)
+        for mb in batches:
             mb = mb.to(batch["ids"].device)
             mask = batch["mask"][mb]
-            logp, entropy, values = forward_tokens(policy, batch["ids"][mb], batch["attn"][mb], context_length, temperature)
+            if first_forward is not None:
+                logp, entropy, values = first_forward
+            else:
+                logp, entropy, values = forward_tokens(policy, batch["ids"][mb], batch["attn"][mb], context_length,
+                                                       temperature)
             pg_loss, pg_stats = policy_loss(logp, batch["logp_old"][mb], batch["advantages"][mb], mask, clip_range)
             ent = masked_mean(entropy, mask)
             loss = pg_loss - ent_coef * ent

@@ -104,8 +104,15 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     t2 = time.perf_counter()
 
     # 3. log-probs under the policy (old, frozen for this step) and the reference; values
+    single_pass = cfg.ppo_epochs == 1 and cfg.num_minibatches == 1
+    if single_pass:  # one gradient step on fresh samples: the update's own forward gives the old log-probs (ratio = 1)
+        first_forward = forward_tokens(s.policy, ids, attn, P, cfg.temperature)
+        logp_old, entropy, values = (t.detach() for t in first_forward)
+    else:
+        first_forward = None
+        with torch.no_grad():
+            logp_old, entropy, values = forward_tokens(s.policy, ids, attn, P, cfg.temperature)
     with torch.no_grad():
-        logp_old, entropy, values = forward_tokens(s.policy, ids, attn, P, cfg.temperature)
         ref_logp, _, _ = forward_tokens(s.ref, ids, attn, P, cfg.temperature)
     logp_old, ref_logp, values = logp_old * mask, ref_logp * mask, values * mask
 
@@ -133,7 +140,8 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
                    advantages=advantages, returns=returns),
         context_length=P, temperature=cfg.temperature, epochs=cfg.ppo_epochs, num_minibatches=cfg.num_minibatches,
         clip_range=cfg.clip_range, clip_range_value=cfg.clip_range_value, vf_coef=cfg.vf_coef,
-        ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm, generator=s.generators["minibatch"])
+        ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm, generator=s.generators["minibatch"],
+        first_forward=first_forward)
     t4 = time.perf_counter()
 
     # 7. adapt beta toward the target KL (a no-op for the fixed controller)

@@ -53,7 +53,9 @@ def test_same_seed_same_jsonl_other_seed_differs(tmp_path):
 
 
 @pytest.mark.parametrize("advantage, extra", [("gae", {}), ("grpo", {"num_generations": 2, "batch_size": 4}),
-                                              ("rloo", {"num_generations": 2, "batch_size": 4})])
+                                              ("rloo", {"num_generations": 2, "batch_size": 4}),
+                                              ("grpo", {"num_generations": 2, "batch_size": 4, "ppo_epochs": 1,
+                                                        "num_minibatches": 1})])
 def test_resume_continues_exactly(tmp_path, advantage, extra):
     kw = dict(seed=3, save_every=2, advantage=advantage, adaptive_kl=True, kl_coef=0.1, target_kl=0.5, **extra)
     full = _run(tmp_path / "full", **kw)
@@ -168,3 +170,25 @@ def test_every_logged_metric_is_defined_in_the_glossary(tmp_path):
         for name in read_jsonl(run / "logs" / "train.jsonl")[0]:
             if name != "step":
                 assert f"`{name}`" in glossary, f"{name} is logged but not defined in docs/metrics.md"
+
+
+def test_single_pass_shortcut_uses_one_policy_forward_and_stays_on_policy():
+    """With one epoch of one minibatch, the update's own forward gives the old log-probs: ratio 1, nothing clipped."""
+    from rlhf_nb import train as train_mod
+
+    kw = dict(TINY, ppo_epochs=1, num_minibatches=1, steps_per_epoch=3, seed=5)
+    orig = train_mod.ppo_step.__globals__["forward_tokens"]
+    calls = []
+
+    def counting(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+
+    train_mod.ppo_step.__globals__["forward_tokens"] = counting
+    try:
+        fast = train(RunConfig(**kw), write_run=False).history
+    finally:
+        train_mod.ppo_step.__globals__["forward_tokens"] = orig
+    assert len(calls) == 2 * 3  # policy (with grad, reused by the update) + reference, per step
+    for r in fast:
+        assert r["policy/ratio"] == 1.0 and r["policy/clipfrac"] == 0.0
