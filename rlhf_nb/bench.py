@@ -20,9 +20,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-# the sentiment task of the benchmark: what `make train_quick` runs, cut at a wall-clock budget
-LEARN_FLAGS = dict(seed=0, batch_size=32, max_new_tokens=12, kl_coef=0.05, steps_per_epoch=400, progress=False)
+# the sentiment task of the benchmark, cut at a wall-clock budget: PPO with the defaults (what `make train_quick`
+# runs), and GRPO with the same completions per step (8 prompts x 4 generations) and the same beta
+LEARN_RUNS = {
+    "ppo": dict(seed=0, batch_size=32, max_new_tokens=12, kl_coef=0.05, steps_per_epoch=1000, progress=False),
+    "grpo": dict(seed=0, batch_size=8, num_generations=4, advantage="grpo", max_new_tokens=12, kl_coef=0.05,
+                 steps_per_epoch=1000, progress=False),
+}
 LEARN_BUDGET_S = 60.0
+FRONTIER_BETAS = (0.02, 0.03, 0.05, 0.1)
 
 
 def machine() -> dict:
@@ -57,12 +63,42 @@ def child_learn(budget_s: float, flags: dict, out: Path) -> None:
     out.write_text(json.dumps({"history": res.history, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}))
 
 
-def _run_child(args: list[str]) -> dict:
+def _run_child(args: list[str], flags: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out.json"
         subprocess.run([sys.executable, "-m", "rlhf_nb.bench", "--child", *args, "--child_out", str(out)],
-                       check=True, cwd=ROOT)
+                       check=True, cwd=ROOT, env={**os.environ, "RLHF_NB_BENCH_FLAGS": json.dumps(flags)})
         return json.loads(out.read_text())
+
+
+def kl_regularised_optimum(betas=FRONTIER_BETAS, n: int = 4096, max_new_tokens: int = 12, seed: int = 0) -> dict:
+    """The best any optimiser can do against r - beta*KL: pi*(y) ∝ rho(y)·exp(r(y)/beta) (Ziegler et al. 2019, eq. 2).
+
+    Estimated by reweighting n base-policy samples: E*[r] = Σ w r / Σ w with w = exp(r/beta), and
+    KL(pi*‖rho) = E*[r]/beta − log mean(w). n samples see only part of the support, so both are rough."""
+    import math
+
+    import torch
+
+    from .corpus import get_prompts
+    from .policy import load_policy, sample
+    from .rewards import get_reward
+    from .seeding import seed_everything
+
+    g = seed_everything(seed)
+    model, tok = load_policy()
+    reward = get_reward("sentiment")
+    scores = []
+    for i in range(n // 256):
+        ro = sample(model, tok, get_prompts(256, seed=i), max_new_tokens, generator=g)
+        scores.append(reward(ro.prompts, ro.completions))
+    r = torch.cat(scores).double()
+    out = {"n": len(r), "base_mean": float(r.mean()), "base_frac_ge_0.8": float((r >= 0.8).double().mean()), "betas": {}}
+    for beta in betas:
+        w = torch.softmax(r / beta, 0)
+        er = float((w * r).sum())
+        out["betas"][beta] = {"reward": er, "kl": er / beta - float(torch.logsumexp(r / beta, 0) - math.log(len(r)))}
+    return out
 
 
 def time_command(cmd: list[str], env: dict | None = None) -> float:
@@ -116,20 +152,27 @@ def learning_summary(history: list[dict], budget_s: float) -> dict:
     }
 
 
-def plot_learning(history: list[dict], path: Path, title: str) -> None:
+def plot_learning(histories: dict[str, list[dict]], path: Path, title: str) -> None:
+    """Reward and KL against step and against wall seconds, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6))
-    for row, x, xl in ((0, "step", "PPO step"), (1, "time/elapsed_s", "wall seconds")):
+    for row, x, xl in ((0, "step", "step"), (1, "time/elapsed_s", "wall seconds")):
         for col, k in enumerate(("objective/scores", "objective/kl")):
             ax = axes[row][col]
-            ax.plot([r[x] for r in history], [r[k] for r in history], marker=".")
+            for name, h in histories.items():
+                ax.plot([r[x] for r in h], [r[k] for r in h], marker=".", markersize=3, label=name)
+            if k == "objective/scores":
+                ax.axhline(0.8, color="grey", ls="--", lw=1)
+            else:
+                ax.axhline(5.0, color="grey", ls="--", lw=1)
             ax.set_xlabel(xl)
             ax.set_title(k)
             ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -144,22 +187,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["smoke", "notebooks", "trl", "learn", "grpo"])
     args = p.parse_args(argv)
     if args.child == "learn":
-        child_learn(args.budget_s, json.loads(os.environ.get("RLHF_NB_BENCH_FLAGS", json.dumps(LEARN_FLAGS))),
-                    Path(args.child_out))
+        child_learn(args.budget_s, json.loads(os.environ["RLHF_NB_BENCH_FLAGS"]), Path(args.child_out))
         return 0
 
     DOCS.mkdir(exist_ok=True)
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "budget_s": args.budget_s,
-                     "learn_flags": " ".join(f"--{k} {v}" for k, v in LEARN_FLAGS.items() if k != "progress")}
+                     "learn_flags": {name: " ".join(f"--{k} {v}" for k, v in flags.items() if k != "progress")
+                                     for name, flags in LEARN_RUNS.items()}}
     print("train_smoke …", flush=True)
     results.update(bench_train_smoke())
     if "learn" not in args.skip:
-        print(f"sentiment learning run ({args.budget_s:.0f} s budget) …", flush=True)
-        learn = _run_child(["learn", "--budget_s", str(args.budget_s)])
-        results["learn"] = {**learning_summary(learn["history"], args.budget_s), "setup_s": learn["setup_s"],
-                            "peak_rss_mb": learn["peak_rss_mb"]}
-        plot_learning(learn["history"], DOCS / "bench_learning_curve.png",
-                      f"PPO on the sentiment reward (batch {LEARN_FLAGS['batch_size']}, kl_coef {LEARN_FLAGS['kl_coef']})")
+        histories = {}
+        for name, flags in LEARN_RUNS.items():
+            if name in args.skip:
+                continue
+            print(f"sentiment learning run, {name} ({args.budget_s:.0f} s budget) …", flush=True)
+            learn = _run_child(["learn", "--budget_s", str(args.budget_s)], flags)
+            histories[name] = learn["history"]
+            results[f"learn_{name}"] = {**learning_summary(learn["history"], args.budget_s),
+                                        "setup_s": learn["setup_s"], "peak_rss_mb": learn["peak_rss_mb"]}
+        plot_learning(histories, DOCS / "bench_learning_curve.png",
+                      f"sentiment reward, {args.budget_s:.0f} s of training, kl_coef 0.05")
+        print("KL-regularised optimum …", flush=True)
+        results["optimum"] = kl_regularised_optimum()
     if "smoke" not in args.skip:
         print("make smoke (papermill) …", flush=True)
         results.update(bench_smoke_notebook())

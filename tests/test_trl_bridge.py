@@ -103,3 +103,25 @@ def test_missing_extra_names_it(monkeypatch, model_dir):
     monkeypatch.setattr(builtins, "__import__", no_trl)
     with pytest.raises(ImportError, match=r"pip install -e \.\[trl\]"):
         bridge.make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo")
+
+
+def test_position_fix_makes_trl_forward_agree_with_rlhf_nb_on_left_padding():
+    """TRL calls model(input_ids, attention_mask) with no position_ids; on a left-padded row GPT-2 then scores
+    tokens at shifted positions. The bridge's patch makes that call agree with rlhf_nb's masked forward."""
+    from rlhf_nb.bridges.trl import positions_from_mask
+    from rlhf_nb.policy import forward_tokens, load_policy, sample
+
+    model, tok = load_policy()
+    ro = sample(model, tok, ["The cast", "Honestly, I thought the acting in this film was"], 6,
+                generator=torch.Generator().manual_seed(0))
+    ids, attn, P = ro.query_responses, ro.attention_mask, ro.context_length
+    with torch.no_grad():
+        ours, _, _ = forward_tokens(model, ids, attn, P)
+        plain = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, P - 1:-1], -1)
+        positions_from_mask(model)
+        fixed = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, P - 1:-1], -1)
+    tgt = ids[:, P:, None]
+    m = ro.completion_mask.bool()
+    plain_lp, fixed_lp = plain.gather(-1, tgt).squeeze(-1), fixed.gather(-1, tgt).squeeze(-1)
+    assert (plain_lp[0] - ours[0])[m[0]].abs().max() > 1e-3  # the padded row is off without the fix
+    assert torch.allclose(fixed_lp[m], ours[m], atol=1e-5)
