@@ -185,8 +185,8 @@ def compare_grpo(steps: int = 20, batch_size: int = 8, num_generations: int = 8,
 # what `make bench` passes to compare_grpo: 64 completions of 8 tokens per step, plain on-policy GRPO
 # (one PPO epoch, one minibatch); measured 36 s for all three children (rlhf_nb, TRL, PPO) on an idle 2-core CPU,
 # 69 s on a busy one
-BENCH_SETTINGS: dict[str, Any] = dict(steps=25, batch_size=8, num_generations=8, max_new_tokens=8, kl_coef=0.05,
-                                      learning_rate=3e-4, seed=0, time_budget_s=None, ppo_epochs=1,
+BENCH_SETTINGS: dict[str, Any] = dict(steps=40, batch_size=8, num_generations=8, max_new_tokens=8, kl_coef=0.05,
+                                      learning_rate=1e-3, seed=0, time_budget_s=None, ppo_epochs=1,
                                       num_minibatches=1, model="embedded", threads=1, include_ppo=True)
 
 CURVES_PNG = Path(__file__).resolve().parents[1] / "docs" / "bench_trl_curves.png"
