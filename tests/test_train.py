@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rlhf_nb.checkpoints import load_checkpoint
-from rlhf_nb.config import ConfigError, RunConfig
+from rlhf_nb.config import RunConfig
 from rlhf_nb.runlog import new_run_dir, read_jsonl, strip_wall_time
 from rlhf_nb.train import setup, train
 

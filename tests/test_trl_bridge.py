@@ -10,25 +10,6 @@ import pytest
 import torch
 
 from rlhf_nb.config import RunConfig
-from rlhf_nb.policy import resolve_model_path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    """The embedded model; until its assets exist, a tiny GPT-2 built the same way."""
-    embedded = resolve_model_path("embedded")
-    if os.path.isfile(os.path.join(embedded, "config.json")):
-        return embedded
-    from rlhf_nb.base_model import BaseModelArgs, make_model, train_tokenizer
-    from rlhf_nb.corpus import build_corpus
-
-    torch.manual_seed(0)
-    tok = train_tokenizer(build_corpus(500, 0), 300, 64)
-    model = make_model(BaseModelArgs(n_layer=1, n_embd=32, n_head=2), tok)
-    out = str(tmp_path_factory.mktemp("tiny_gpt2"))
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def _cfg(model_dir: str, algo: str, **kw) -> RunConfig:

@@ -25,31 +25,12 @@ from rlhf_nb.bridges.trl import make_trl_trainer  # noqa: E402
 from rlhf_nb.config import RunConfig  # noqa: E402
 from rlhf_nb.kl import kl_k1, kl_k3  # noqa: E402
 from rlhf_nb.masking import masked_mean  # noqa: E402
-from rlhf_nb.policy import resolve_model_path  # noqa: E402
 from rlhf_nb.ppo import policy_loss  # noqa: E402
 
 ATOL = 1e-5
 G = 4  # completions per prompt
 N_PROMPTS = 3
 B = G * N_PROMPTS
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    """The embedded model if present, else a 40k-parameter GPT-2 built here (the math does not depend on it)."""
-    embedded = resolve_model_path("embedded")
-    if os.path.isfile(os.path.join(embedded, "config.json")):
-        return embedded
-    from rlhf_nb.base_model import BaseModelArgs, make_model, train_tokenizer
-    from rlhf_nb.corpus import build_corpus
-
-    torch.manual_seed(0)
-    tok = train_tokenizer(build_corpus(500, 0), 300, 64)
-    model = make_model(BaseModelArgs(n_layer=1, n_embd=32, n_head=2), tok)
-    out = str(tmp_path_factory.mktemp("tiny_gpt2"))
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 class FixedScores:
