@@ -39,6 +39,7 @@ def _cfg(p: dict[str, Any], advantage: str = "grpo") -> RunConfig:
         kl_coef=p["kl_coef"], learning_rate=p["learning_rate"], seed=p["seed"], ppo_epochs=p["ppo_epochs"],
         num_minibatches=p["num_minibatches"], threads=p["threads"], progress=False,
         max_minutes=None if p["time_budget_s"] is None else p["time_budget_s"] / 60.0,
+        kl_in_loss=not ppo,  # GRPO: β·k3 in the loss, as TRL's GRPOTrainer (same objective on both sides)
     )
 
 

@@ -57,6 +57,7 @@ class RunConfig:
     # --- KL penalty ---
     kl_coef: float = _f(0.05, "beta: weight of the per-token KL penalty in the reward", 0.0, 10.0)
     kl_estimator: str = _f("k1", "per-token KL estimator in the reward", choices=KL_ESTIMATOR_CHOICES)
+    kl_in_loss: bool = _f(False, "grpo/rloo: add beta*k3 per token to the loss (TRL's GRPO) instead of beta*sum(k1) to the score")
     adaptive_kl: bool = _f(False, "adapt beta toward --target_kl (Ziegler et al. 2019)")
     target_kl: float = _f(6.0, "target per-sequence KL (nats) for the adaptive controller", 0.001, 1000.0)
     kl_horizon: int = _f(10_000, "horizon (episodes) of the adaptive controller", 1, 10_000_000)
@@ -114,6 +115,9 @@ class RunConfig:
         if self.num_minibatches > rollouts or rollouts % self.num_minibatches:
             raise ConfigError(f"--num_minibatches must divide batch_size*num_generations = {rollouts} "
                               f"(equal minibatches), got {self.num_minibatches}")
+        if self.kl_in_loss and self.advantage == "gae":
+            raise ConfigError("--kl_in_loss needs --advantage grpo or rloo (with gae the KL is part of the per-token "
+                              "reward that GAE discounts)")
         if self.adaptive_kl and self.kl_coef == 0:
             raise ConfigError("--kl_coef must be > 0 with --adaptive_kl (the controller multiplies it), got 0")
         return self

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from .kl import kl_k3
 from .masking import masked_mean, masked_var
 
 
@@ -68,6 +69,16 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)  # (B, T)
 
 
+def kl_penalty_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                    bias_correction: bool = True) -> torch.Tensor:
+    """TRL GRPO's KL term: token mean of [ρ_t ·] k3(π_θ, π_ref), ρ_t = π_θ/π_old (the ratio factor is TRL 1.16's
+    default `use_bias_correction_kl`: the value is unchanged on-policy, the gradient is the unbiased one)."""
+    k3 = kl_k3(logp_new, ref_logp)  # (B, T), differentiable in logp_new
+    if bias_correction:
+        k3 = k3 * torch.exp(logp_new - logp_old.detach())
+    return masked_mean(k3, mask)
+
+
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 − Var(R − V)/Var(R) over masked tokens (biased variances); nan when Var(R) = 0, as CleanRL."""
     var_r = masked_var(returns, mask, unbiased=False).item()
@@ -90,7 +101,7 @@ def minibatch_indices(batch_size: int, minibatch_size: int, generator: torch.Gen
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: dict, context_length: int, temperature: float,
                epochs: int, num_minibatches: int, clip_range: float, clip_range_value: float, vf_coef: float,
                ent_coef: float, max_grad_norm: float, generator: torch.Generator,
-               first_forward: tuple | None = None) -> dict[str, float]:
+               first_forward: tuple | None = None, kl_coef_loss: float = 0.0) -> dict[str, float]:
     """Several PPO epochs over shuffled minibatches of one rollout batch; returns the mean of each statistic.
 
     batch: ids, attn (B, P+T); mask, logp_old, advantages (B, T); values_old, returns (B, T) or None (no value loss).
@@ -118,6 +129,10 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: dict, context_le
             ent = masked_mean(entropy, mask)
             loss = pg_loss - ent_coef * ent
             stats = {**pg_stats, "loss/policy": pg_loss.item()}
+            if kl_coef_loss:
+                kl_l = kl_penalty_loss(logp, batch["logp_old"][mb], batch["ref_logp"][mb], mask)
+                loss = loss + kl_coef_loss * kl_l
+                stats["loss/kl"] = kl_l.item()
             if use_value:
                 v_loss, v_stats = value_loss(values, batch["values_old"][mb], batch["returns"][mb], mask, clip_range_value)
                 loss = loss + vf_coef * v_loss

@@ -116,10 +116,10 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
         ref_logp, _, _ = forward_tokens(s.ref, ids, attn, P, cfg.temperature)
     logp_old, ref_logp, values = logp_old * mask, ref_logp * mask, values * mask
 
-    # 4. KL penalty per token: r_t = -beta * kl_t (+ score at the last real token)
+    # 4. KL penalty per token: r_t = -beta * kl_t (+ score at the last real token); or, TRL-GRPO style, beta * k3 in the loss
     beta = s.kl_ctl.value
     kl = kl_estimate(logp_old, ref_logp, cfg.kl_estimator) * mask  # (B, T)
-    rewards, non_score_reward = per_token_rewards(scores, kl, mask, beta)
+    rewards, non_score_reward = per_token_rewards(scores, kl, mask, 0.0 if cfg.kl_in_loss else beta)
 
     # 5. advantages: GAE on the value head (PPO) or a group baseline (GRPO / RLOO)
     if cfg.advantage == "gae":
@@ -137,11 +137,11 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     upd = ppo_update(
         s.policy, s.optimizer,
         batch=dict(ids=ids, attn=attn, mask=mask, logp_old=logp_old, values_old=values if returns is not None else None,
-                   advantages=advantages, returns=returns),
+                   advantages=advantages, returns=returns, ref_logp=ref_logp),
         context_length=P, temperature=cfg.temperature, epochs=cfg.ppo_epochs, num_minibatches=cfg.num_minibatches,
         clip_range=cfg.clip_range, clip_range_value=cfg.clip_range_value, vf_coef=cfg.vf_coef,
         ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm, generator=s.generators["minibatch"],
-        first_forward=first_forward)
+        first_forward=first_forward, kl_coef_loss=beta if cfg.kl_in_loss else 0.0)
     t4 = time.perf_counter()
 
     # 7. adapt beta toward the target KL (a no-op for the fixed controller)

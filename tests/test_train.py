@@ -192,3 +192,14 @@ def test_single_pass_shortcut_uses_one_policy_forward_and_stays_on_policy():
     assert len(calls) == 2 * 3  # policy (with grad, reused by the update) + reference, per step
     for r in fast:
         assert r["policy/ratio"] == 1.0 and r["policy/clipfrac"] == 0.0
+
+
+def test_kl_in_loss_moves_the_penalty_from_reward_to_loss(tmp_path):
+    hist = train(RunConfig(**{**TINY, "advantage": "grpo", "num_generations": 2, "batch_size": 4, "kl_in_loss": True,
+                              "steps_per_epoch": 3}), write_run=False).history
+    for r in hist:
+        assert r["objective/non_score_reward"] == 0.0 and r["objective/rlhf_reward"] == r["objective/scores"]
+        assert r["loss/kl"] >= 0.0
+    assert hist[-1]["loss/kl"] > 0.0  # the policy has moved off the reference
+    with pytest.raises(Exception, match="--kl_in_loss"):
+        RunConfig(kl_in_loss=True)  # GAE keeps the KL in the per-token reward

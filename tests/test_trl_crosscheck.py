@@ -239,3 +239,21 @@ def test_rloo_loss_is_sequence_level(model_dir, tmp_path):
     torch.testing.assert_close(trl_grad, grad, atol=ATOL, rtol=0)
     ours_tok, _, _ = _our_loss(mask, logp_old, logp_new, adv)
     assert abs(float(ours_tok - trl_loss)) > 1e-4
+
+
+def test_kl_in_loss_matches_trl_grpo_loss_with_beta(model_dir, tmp_path):
+    """With --kl_in_loss, rlhf_nb's GRPO loss is TRL's, KL term included: policy_loss + β·kl_penalty_loss equals
+    TRL's _compute_loss at β > 0 (bnpo, bias-corrected k3), value and gradient."""
+    from rlhf_nb.ppo import kl_penalty_loss
+
+    mask, logp_old, logp_new, ref, adv = _loss_tensors(8)
+    tr = _trainer(model_dir, tmp_path, "grpo")
+    assert tr.args.use_bias_correction_kl
+    beta = 0.3
+    trl_loss, trl_grad = _trl_loss(tr, mask, logp_old, logp_new, ref, adv, beta=beta)
+    lp = logp_new.clone().requires_grad_(True)
+    pg, _ = policy_loss(lp, logp_old, adv[:, None] * mask, mask, clip_range=0.2)
+    ours = pg + beta * kl_penalty_loss(lp, logp_old, ref, mask)
+    (our_grad,) = torch.autograd.grad(ours, lp)
+    torch.testing.assert_close(trl_loss, ours.detach(), atol=ATOL, rtol=0)
+    torch.testing.assert_close(trl_grad, our_grad, atol=ATOL, rtol=0)
