@@ -265,11 +265,12 @@ def _why(result: dict[str, Any]) -> str:
             verdict = ("within" if abs(gap) <= noise else "beyond")
             parts.append(f"At the same wall budget ({result['budget_s']:.1f} s) the reward differs by {gap:+.3f}, "
                          f"{verdict} the step-to-step spread of the per-step reward ({noise:.3f}); the two runs draw "
-                         f"different prompts (difference 9) and place the KL differently (difference 1), so compare "
-                         f"curves, not single steps.")
+                         f"different prompts (difference 9) and sample with different code (difference 10), so compare "
+                         f"curves, not single steps; both optimise the same loss (rlhf_nb with `kl_in_loss=True`).")
     ko, kt = o.get("kl_seq_max"), t.get("kl_seq_max")
     if ko is not None and kt is not None and kt > 10 * max(ko, 1e-9):
-        parts.append(f"TRL's logged KL peaks at {kt:.3g} per sequence against rlhf_nb's {ko:.3g}: its k3 = e^Δ − Δ − 1 "
+        parts.append(f"TRL's logged KL peaks at {kt:.3g} per sequence against rlhf_nb's {ko:.3g} "
+                     f"(rlhf_nb logs Σk1 of the rollout, TRL the k3 term of its loss, so the scales differ): its k3 = e^Δ − Δ − 1 "
                      f"(Δ = log ρ − log π_θ) grows exponentially when one sampled token is far less likely under the "
                      f"policy's training forward than under the reference, so a single token can dominate the mean.")
     return " ".join(parts)
