@@ -155,13 +155,10 @@ def train(args: BaseModelArgs, out: Path) -> dict:
 
 
 def load_base_model(path: str | Path = EMBEDDED_MODEL_DIR):
-    """(model, tokenizer) from `path`, model in eval mode; transformers set to log errors only, without progress bars."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging
+    """(model, tokenizer) from `path`, model in eval mode, quiet transformers: `policy.load_policy` on a folder."""
+    from .policy import load_policy
 
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()  # the "Loading weights" bar would clutter every notebook's stored output
-    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    return load_policy(str(path))
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .policy import load_policy  # the one loader: embedded model, left padding, eval mode
 from .rewards import check_inputs, join_text, vader_compound
 
 DEFAULT_DIR = str(Path(__file__).resolve().parent / "assets" / "reward-model")
@@ -123,13 +124,6 @@ def simulate_preferences(n_pairs: int, seed: int, temperature: float = 0.15, *,
 
 
 # ---------------------------------------------------------------- 3. the reward model
-
-def load_policy():
-    """The embedded base policy and its tokenizer (left padding), in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from .base_model import EMBEDDED_MODEL_DIR
-    return AutoModelForCausalLM.from_pretrained(EMBEDDED_MODEL_DIR).eval(), AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR)
-
 
 def init_reward_model(path: str | None = None):
     """GPT2ForSequenceClassification (num_labels=1) whose trunk starts as the embedded policy's: it already reads reviews."""
