@@ -23,7 +23,10 @@ def execute(path: Path, timeout: int = 600) -> float:
 
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    from .smoke import QUIET_KERNEL
+
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=QUIET_KERNEL,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     dt = time.perf_counter() - t0
     for key in VOLATILE_META:  # keep execution counts (nbval needs them); drop run timestamps
         nb.metadata.pop(key, None)

@@ -10,6 +10,9 @@ from .runlog import new_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_NB = ROOT / "notebooks" / "00_smoke.ipynb"
+# the kernel's own start-up notice ("running over TCP without encryption") is about a local, loopback-only
+# connection; it would be the loudest line of `make smoke`, so the kernel logs errors only
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"running {SMOKE_NB.relative_to(ROOT)} with {params}")
     try:
         pm.execute_notebook(str(SMOKE_NB), str(out_nb), parameters=params, kernel_name="python3",
-                            progress_bar=False, cwd=str(ROOT / "notebooks"))
+                            progress_bar=False, cwd=str(ROOT / "notebooks"), extra_arguments=QUIET_KERNEL)
     except PapermillExecutionError as e:
         # the config validation's one line, e.g. "ConfigError: --batch_size must be in [1, 4096], got 0"
         print(f"smoke failed: {e.ename}: {e.evalue}\nthe failed notebook is at {out_nb}", file=sys.stderr)
