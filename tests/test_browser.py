@@ -101,12 +101,26 @@ def lab(tmp_path):
 
 
 def _run_cell(page, has_text: str) -> None:
-    """Put the cursor in the code cell containing `has_text`, Shift+Enter, and wait until it has run."""
+    """Put the cursor in the code cell containing `has_text`, Shift+Enter, and wait until it has run.
+
+    On a cold start JupyterLab can drop a Shift+Enter that arrives while the notebook panel is still wiring itself
+    up (seen once in a fresh clone: the cell stayed `[ ]` with the kernel idle), so the key press is repeated until
+    the cell shows it is queued or running (`[*]`) or done (`[n]`)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=has_text).first
-    cell.scroll_into_view_if_needed()
-    cell.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
     prompt = cell.locator(".jp-InputArea-prompt")
+    for attempt in range(4):
+        cell.scroll_into_view_if_needed()
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function("el => /\\[(\\d+|\\*)\\]/.test(el.textContent)", arg=prompt.element_handle(),
+                                   timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 3:
+                raise
     page.wait_for_function("el => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(),
                            timeout=RUN_TIMEOUT_MS)
     stderr = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
