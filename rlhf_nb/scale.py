@@ -12,14 +12,9 @@ import torch
 
 from .advantages import group_advantages
 from .bridges.trl import KNOB_MAP, UNMAPPED
-from .checks import BAD, OK, TODO
+from .checks import TODO, _verdict
 
 NO_COUNTERPART = "none"  # the answer for a knob TRL's GRPO/RLOO have no field for
-
-
-def _verdict(ok: bool, name: str, why: str) -> bool:
-    print(f"{OK if ok else BAD} — {name}: {why}")
-    return ok
 
 
 def check_group_advantage(answer: Any, scores: Sequence[float], num_generations: int, method: str = "grpo") -> bool:
