@@ -14,12 +14,12 @@ from typing import Any, Callable
 
 import torch
 
-from .advantages import compute_gae, group_advantages, per_token_rewards
+from .advantages import compute_gae, group_advantages, per_token_rewards, whiten_advantages, whiten_rewards
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig, build_parser
 from .corpus import PROMPTS
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate, kl_k1
-from .masking import masked_mean, masked_whiten
+from .masking import masked_mean
 from .policy import PolicyWithValue, forward_tokens, load_policy, make_reference, model_context_length, pick_device, sample
 from .ppo import explained_variance, ppo_update
 from .rewards import get_reward
@@ -124,9 +124,9 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     # 5. advantages: GAE on the value head (PPO) or a group baseline (GRPO / RLOO)
     if cfg.advantage == "gae":
         if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
+            rewards = whiten_rewards(rewards, mask)
         advantages, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
-        advantages = masked_whiten(advantages, mask)
+        advantages = whiten_advantages(advantages, mask)
     else:
         seq_reward = rewards.sum(1)  # = score - beta * sum_t kl_t
         advantages = group_advantages(seq_reward, cfg.num_generations, cfg.advantage)[:, None] * mask
