@@ -14,6 +14,7 @@ import torch
 
 from rlhf_nb.checkpoints import load_checkpoint
 from rlhf_nb.config import RunConfig
+from rlhf_nb.policy import forward_tokens
 from rlhf_nb.runlog import new_run_dir, read_jsonl, strip_wall_time
 from rlhf_nb.train import setup, train
 
@@ -172,23 +173,19 @@ def test_every_logged_metric_is_defined_in_the_glossary(tmp_path):
                 assert f"`{name}`" in glossary, f"{name} is logged but not defined in docs/metrics.md"
 
 
-def test_single_pass_shortcut_uses_one_policy_forward_and_stays_on_policy():
+def test_single_pass_shortcut_uses_one_policy_forward_and_stays_on_policy(monkeypatch):
     """With one epoch of one minibatch, the update's own forward gives the old log-probs: ratio 1, nothing clipped."""
     from rlhf_nb import train as train_mod
 
     kw = dict(TINY, ppo_epochs=1, num_minibatches=1, steps_per_epoch=3, seed=5)
-    orig = train_mod.ppo_step.__globals__["forward_tokens"]
     calls = []
 
     def counting(*a, **k):
         calls.append(1)
-        return orig(*a, **k)
+        return forward_tokens(*a, **k)
 
-    train_mod.ppo_step.__globals__["forward_tokens"] = counting
-    try:
-        fast = train(RunConfig(**kw), write_run=False).history
-    finally:
-        train_mod.ppo_step.__globals__["forward_tokens"] = orig
+    monkeypatch.setattr(train_mod, "forward_tokens", counting)  # ppo_step's forward passes; the update's are in ppo
+    fast = train(RunConfig(**kw), write_run=False).history
     assert len(calls) == 2 * 3  # policy (with grad, reused by the update) + reference, per step
     for r in fast:
         assert r["policy/ratio"] == 1.0 and r["policy/clipfrac"] == 0.0
