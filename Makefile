@@ -5,12 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NB_SANITIZE := tests/nbval_sanitize.cfg
-# smoke notebook parameters: make smoke SEED=1 KL=0.1 BATCH=8 STEPS=6
-SEED ?= 0
-KL ?= 0.05
-BATCH ?= 16
-STEPS ?= 8
-REWARD ?= sentiment
+# smoke notebook parameters, e.g. make smoke SEED=1 KL=0.1 BATCH=8 STEPS=6; unset ones keep the defaults of the
+# notebook's `parameters` cell (notebooks/00_smoke.ipynb), the one place they live
+SMOKE_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(KL),--kl_coef $(KL)) $(if $(BATCH),--batch_size $(BATCH)) \
+             $(if $(STEPS),--steps $(STEPS)) $(if $(REWARD),--reward $(REWARD))
 TRAIN_OUT ?= runs
 export TOKENIZERS_PARALLELISM := false
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -31,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)  ## create .venv and install the pinned set (constraints.txt)
 
 smoke: $(STAMP)  ## run notebooks/00_smoke.ipynb with papermill into runs/run_*/ (SEED= KL= BATCH= STEPS= REWARD=)
-	$(PY) -m rlhf_nb.smoke --seed $(SEED) --kl_coef $(KL) --batch_size $(BATCH) --steps $(STEPS) --reward $(REWARD)
+	$(PY) -m rlhf_nb.tools.smoke $(SMOKE_ARGS)
 
 test: $(STAMP)  ## unit tests + nbval over every notebook (+ the browser test when chromium is present)
 	$(PY) -m pytest -q tests notebooks --nbval --nbval-current-env --nbval-sanitize-with $(NB_SANITIZE) -p no:cacheprovider
@@ -49,13 +47,13 @@ lab: $(STAMP)  ## open JupyterLab on the notebooks with the rlhf_nb kernel
 	$(VENV)/bin/jupyter lab notebooks
 
 notebooks: $(STAMP)  ## re-execute every notebook in order and store its outputs
-	$(PY) -m rlhf_nb.notebooks
+	$(PY) -m rlhf_nb.tools.notebooks
 
 base-model: $(STAMP)  ## retrain the embedded tiny GPT-2 and its tokenizer (rlhf_nb/assets/tiny-gpt2-reviews)
-	$(PY) -m rlhf_nb.base_model
+	$(PY) -m rlhf_nb.tools.base_model
 
 reward-model: $(STAMP)  ## retrain the reward model from simulated preferences (rlhf_nb/assets/reward-model)
-	$(PY) -m rlhf_nb.reward_model
+	$(PY) -m rlhf_nb.tools.build_reward_model
 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
 	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4 --out $(TRAIN_OUT)
@@ -70,10 +68,10 @@ tensorboard: $(STAMP)  ## TensorBoard over runs/
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1
 
 check: $(STAMP)  ## verify the install: imports, the embedded model loads and samples, every reward scores
-	$(PY) -m rlhf_nb.check
+	$(PY) -m rlhf_nb.tools.check_install
 
 bench: $(STAMP)  ## measure speed, memory and learning curves; writes docs/benchmarks.md
-	$(PY) -m rlhf_nb.bench
+	$(PY) -m rlhf_nb.tools.bench
 
 clean:  ## remove caches and run outputs (keeps runs/.gitkeep and .venv)
 	find runs -mindepth 1 ! -name .gitkeep -exec rm -rf {} + 2>/dev/null || true

@@ -11,8 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ppo import entropy_from_logits
-
 EMBEDDED = "embedded"
 
 
@@ -222,6 +220,12 @@ def forward_tokens(model: nn.Module, rollout_ids: torch.Tensor, attention_mask: 
     return logprobs, entropy, values
 
 
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """H = logsumexp(z) − Σ softmax(z)·z per position: (B, T, V) -> (B, T)."""
+    p = torch.softmax(logits, dim=-1)  # (B, T, V)
+    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)  # (B, T)
+
+
 def pick_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error, not a silent fallback."""
     if device == "auto":
@@ -231,8 +235,3 @@ def pick_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise ValueError(f"--device must be one of auto, cpu, cuda; got {device!r}")
     return torch.device(device)
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (papermill, nbval, JupyterLab)."""
-    return "JPY_PARENT_PID" in os.environ or "ipykernel" in os.environ.get("_", "")

@@ -4,10 +4,14 @@ Stats are dicts of plain Python floats with the names of docs/metrics.md.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from .config import RunConfig
 from .kl import kl_k3
 from .masking import masked_mean, masked_var
+from .policy import forward_tokens
 
 
 def _check_clip(name: str, value: float) -> None:
@@ -63,12 +67,6 @@ def value_loss(
     return loss, stats
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """H = logsumexp(z) − Σ softmax(z)·z per position: (B, T, V) -> (B, T)."""
-    p = torch.softmax(logits, dim=-1)  # (B, T, V)
-    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)  # (B, T)
-
-
 def kl_penalty_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
                     bias_correction: bool = True) -> torch.Tensor:
     """TRL GRPO's KL term: token mean of [ρ_t ·] k3(π_θ, π_ref), ρ_t = π_θ/π_old (the ratio factor is TRL 1.16's
@@ -98,19 +96,32 @@ def minibatch_indices(batch_size: int, minibatch_size: int, generator: torch.Gen
     return list(perm.split(minibatch_size))
 
 
-def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: dict, context_length: int, temperature: float,
-               epochs: int, num_minibatches: int, clip_range: float, clip_range_value: float, vf_coef: float,
-               ent_coef: float, max_grad_norm: float, generator: torch.Generator,
+@dataclass
+class PPOBatch:
+    """One rollout batch as the PPO epochs see it. (B, P+T) token columns; (B, T) per completion token."""
+
+    ids: torch.Tensor  # (B, P+T) left-padded prompt + completion
+    attn: torch.Tensor  # (B, P+T)
+    context_length: int  # P: the completion starts at this column
+    mask: torch.Tensor  # (B, T) 1 on completion tokens
+    logp_old: torch.Tensor  # (B, T) log-probs at sampling time (the ratio's denominator)
+    advantages: torch.Tensor  # (B, T)
+    values_old: torch.Tensor | None = None  # (B, T) value head at sampling time; None: no value loss (grpo/rloo)
+    returns: torch.Tensor | None = None  # (B, T) value targets
+    ref_logp: torch.Tensor | None = None  # (B, T) reference log-probs, for a KL term in the loss
+
+
+def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: PPOBatch, cfg: RunConfig, generator: torch.Generator,
                first_forward: tuple | None = None, kl_coef_loss: float = 0.0) -> dict[str, float]:
-    """Several PPO epochs over shuffled minibatches of one rollout batch; returns the mean of each statistic.
+    """cfg.ppo_epochs passes over shuffled minibatches of one rollout batch; returns the mean of each statistic.
 
-    batch: ids, attn (B, P+T); mask, logp_old, advantages (B, T); values_old, returns (B, T) or None (no value loss).
-    first_forward: (logp, entropy, values) of the whole batch with grad, already computed by the caller; allowed only
-    for one epoch of one minibatch, where it saves a forward pass (the on-policy shortcut TRL also takes)."""
-    from .policy import forward_tokens
-
-    B = batch["ids"].size(0)
-    use_value = batch.get("returns") is not None
+    Hyper-parameters come from cfg: temperature, ppo_epochs, num_minibatches, clip_range, clip_range_value,
+    vf_coef, ent_coef, max_grad_norm. first_forward: (logp, entropy, values) of the whole batch with grad, already
+    computed by the caller; allowed only for one epoch of one minibatch, where it saves a forward pass (the
+    on-policy shortcut TRL also takes). kl_coef_loss: weight of TRL-GRPO's β·k3 loss term (0: none)."""
+    B = batch.ids.size(0)
+    use_value = batch.returns is not None
+    epochs, num_minibatches = cfg.ppo_epochs, cfg.num_minibatches
     sums: dict[str, float] = {}
     n = 0
     if first_forward is not None and (epochs, num_minibatches) != (1, 1):
@@ -118,30 +129,30 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: dict, context_le
     for _ in range(epochs):
         batches = [torch.arange(B)] if first_forward is not None else minibatch_indices(B, B // num_minibatches, generator)
         for mb in batches:
-            mb = mb.to(batch["ids"].device)
-            mask = batch["mask"][mb]
+            mb = mb.to(batch.ids.device)
+            mask = batch.mask[mb]
             if first_forward is not None:
                 logp, entropy, values = first_forward
             else:
-                logp, entropy, values = forward_tokens(policy, batch["ids"][mb], batch["attn"][mb], context_length,
-                                                       temperature)
-            pg_loss, pg_stats = policy_loss(logp, batch["logp_old"][mb], batch["advantages"][mb], mask, clip_range)
+                logp, entropy, values = forward_tokens(policy, batch.ids[mb], batch.attn[mb], batch.context_length,
+                                                       cfg.temperature)
+            pg_loss, pg_stats = policy_loss(logp, batch.logp_old[mb], batch.advantages[mb], mask, cfg.clip_range)
             ent = masked_mean(entropy, mask)
-            loss = pg_loss - ent_coef * ent
+            loss = pg_loss - cfg.ent_coef * ent
             stats = {**pg_stats, "loss/policy": pg_loss.item()}
             if kl_coef_loss:
-                kl_l = kl_penalty_loss(logp, batch["logp_old"][mb], batch["ref_logp"][mb], mask)
+                kl_l = kl_penalty_loss(logp, batch.logp_old[mb], batch.ref_logp[mb], mask)
                 loss = loss + kl_coef_loss * kl_l
                 stats["loss/kl"] = kl_l.item()
             if use_value:
-                v_loss, v_stats = value_loss(values, batch["values_old"][mb], batch["returns"][mb], mask, clip_range_value)
-                loss = loss + vf_coef * v_loss
+                v_loss, v_stats = value_loss(values, batch.values_old[mb], batch.returns[mb], mask, cfg.clip_range_value)
+                loss = loss + cfg.vf_coef * v_loss
                 stats.update(v_stats)
                 stats["loss/value"] = v_loss.item()
-                stats["value/explained_variance"] = float(explained_variance(values.detach(), batch["returns"][mb], mask))
+                stats["value/explained_variance"] = float(explained_variance(values.detach(), batch.returns[mb], mask))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            stats["policy/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm))
+            stats["policy/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm))
             optimizer.step()
             stats["loss/total"] = loss.item()
             for k, v in stats.items():

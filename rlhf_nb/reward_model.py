@@ -6,17 +6,13 @@
 3. Fit r(x, y), a scalar head on a GPT-2 trunk, with loss = -log sigmoid(r(x, y_w) - r(x, y_l)).
 4. Shift r so its mean on base-policy samples is 0 (Stiennon et al. 2020) and save it in Hugging Face layout.
 
-`python -m rlhf_nb.reward_model` builds `rlhf_nb/assets/reward-model/` and prints its held-out numbers.
+`python -m rlhf_nb.tools.build_reward_model` (`make reward-model`) builds `rlhf_nb/assets/reward-model/`.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,33 +21,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .policy import load_policy  # the one loader: embedded model, left padding, eval mode
-from .rewards import check_inputs, join_text, vader_compound
+from .text import check_inputs, join_text, vader_compound
 
 DEFAULT_DIR = str(Path(__file__).resolve().parent / "assets" / "reward-model")
-
-
-@dataclass
-class RewardModelConfig:
-    """How `python -m rlhf_nb.reward_model` builds the committed reward model."""
-
-    n_pairs: int = 4000
-    """training preference pairs (Ziegler et al. used ~5,000 human comparisons for sentiment)"""
-    n_eval_pairs: int = 500
-    """held-out pairs, sampled with a different seed; also the base samples that fix the mean-0 offset"""
-    temperature: float = 0.15
-    """Bradley-Terry label noise: P(a preferred) = sigmoid((g_a - g_b) / temperature); 0 = noise-free"""
-    max_new_tokens: int = 24
-    """tokens sampled per completion"""
-    epochs: int = 3
-    """passes over the training pairs"""
-    batch_size: int = 32
-    """pairs per optimiser step"""
-    lr: float = 1e-3
-    """AdamW learning rate"""
-    seed: int = 0
-    """seeds sampling, labels and training; the held-out pairs use seed + 1"""
-    out_dir: str = DEFAULT_DIR
-    """where to save the model (Hugging Face layout)"""
 
 
 # ---------------------------------------------------------------- 1-2. simulated preferences
@@ -130,7 +102,8 @@ def init_reward_model(path: str | None = None):
     from transformers import AutoTokenizer, GPT2ForSequenceClassification
     from transformers.utils import logging as hf_logging
     if path is None:
-        from .base_model import EMBEDDED_MODEL_DIR as path
+        from .policy import resolve_model_path
+        path = resolve_model_path("embedded")
     tokenizer = AutoTokenizer.from_pretrained(path)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the new score head is "newly initialized" by design
@@ -251,7 +224,7 @@ def save_reward_model(model, tokenizer, path: str = DEFAULT_DIR, metrics: dict |
 
 
 def load_eval_pairs(path: str | None = None) -> list[dict]:
-    """The held-out preference pairs saved next to the model by `python -m rlhf_nb.reward_model`."""
+    """The held-out preference pairs saved next to the model by `make reward-model`."""
     with open(Path(DEFAULT_DIR if path is None else path, "eval_pairs.jsonl")) as f:
         return [json.loads(line) for line in f]
 
@@ -261,60 +234,5 @@ def load_reward_model(path: str | None = None):
     from transformers import AutoTokenizer, GPT2ForSequenceClassification
     path = DEFAULT_DIR if path is None else str(path)
     if not Path(path, "config.json").exists():
-        raise FileNotFoundError(f"no reward model at {path}; build it with `python -m rlhf_nb.reward_model`")
+        raise FileNotFoundError(f"no reward model at {path}; build it with `make reward-model`")
     return GPT2ForSequenceClassification.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
-
-
-# ---------------------------------------------------------------- CLI
-
-def parse_args(argv=None) -> RewardModelConfig:
-    """A RewardModelConfig from the command line; flags and defaults come from the dataclass."""
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.reward_model", description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(RewardModelConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    cfg = RewardModelConfig(**vars(p.parse_args(argv)))
-    for k in ("n_pairs", "n_eval_pairs", "max_new_tokens", "epochs", "batch_size"):
-        if getattr(cfg, k) < 1:
-            raise ValueError(f"{k} must be >= 1, got {getattr(cfg, k)}")
-    if cfg.lr <= 0 or cfg.temperature < 0:
-        raise ValueError("lr must be > 0 and temperature >= 0")
-    return cfg
-
-
-def main(argv=None) -> dict:
-    from .seeding import seed_everything
-    cfg = parse_args(argv)
-    seed_everything(cfg.seed)
-    t0 = time.perf_counter()
-    policy, tok = load_policy()
-    train = simulate_preferences(cfg.n_pairs, cfg.seed, cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                 model=policy, tokenizer=tok, progress=True)
-    held = simulate_preferences(cfg.n_eval_pairs, cfg.seed + 1, cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                model=policy, tokenizer=tok, progress=True)
-    t1 = time.perf_counter()
-    model, tok, hist = train_reward_model(train, None, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                          seed=cfg.seed)
-    t2 = time.perf_counter()
-    prompts = [r["prompt"] for r in held] * 2
-    comps = [r["chosen"] for r in held] + [r["rejected"] for r in held]
-    offset = set_offset(model, tok, prompts, comps)
-    m = evaluate(model, tok, held)
-    normed = reward_scores(model, tok, prompts, comps)
-    label_gold = sum((r["gold_chosen"] > r["gold_rejected"]) for r in train) / max(1, sum(r["gold_chosen"] != r["gold_rejected"] for r in train))
-    metrics = {**m, "reward_offset": offset, "reward_std_on_base": float(normed.std()),
-               "train_label_agreement_with_gold": label_gold, "final_train_loss": sum(hist["loss"][-20:]) / len(hist["loss"][-20:]),
-               "sampling_seconds": round(t1 - t0, 1), "training_seconds": round(t2 - t1, 1),
-               "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out_dir"}}
-    save_reward_model(model, tok, cfg.out_dir, metrics)
-    with open(Path(cfg.out_dir, "eval_pairs.jsonl"), "w") as f:  # the held-out pairs, so tests re-check the accuracy
-        f.writelines(json.dumps(r) + "\n" for r in held)
-    print(f"held-out accuracy vs gold ordering: {m['accuracy']:.3f} ({m['n_untied']} untied pairs)")
-    print(f"held-out agreement with noisy labels: {m['label_accuracy']:.3f} (labeller itself: {label_gold:.3f} on train)")
-    print(f"Pearson r with VADER on {2 * m['n_pairs']} fresh samples: {m['pearson']:.3f}")
-    print(f"offset {offset:+.3f}, std on base samples {metrics['reward_std_on_base']:.3f}")
-    print(f"sampling {t1 - t0:.1f}s, training {t2 - t1:.1f}s; saved to {cfg.out_dir}")
-    return metrics
-
-
-if __name__ == "__main__":
-    main()

@@ -17,45 +17,13 @@ from typing import Callable, Sequence
 
 import torch
 
+from .text import check_inputs, join_text, vader_compound  # noqa: F401  (re-exported: the lessons use them from here)
+
 Reward = Callable[[list[str], list[str]], torch.Tensor]
 
 REWARD_NAMES = ("sentiment", "phrase", "length", "composite", "learned")
 
 DEFAULT_PHRASES = ("highly recommended", "a must see", "worth watching", "loved it")
-
-
-def check_inputs(prompts: Sequence[str], completions: Sequence[str]) -> None:
-    """Raise ValueError, naming the argument, unless prompts and completions are equal-length non-empty lists of str."""
-    for name, xs in (("prompts", prompts), ("completions", completions)):
-        if isinstance(xs, str) or not isinstance(xs, (list, tuple)):
-            raise ValueError(f"{name} must be a list of str, got {type(xs).__name__}")
-        if len(xs) == 0:
-            raise ValueError(f"{name} must be a non-empty list of str, got an empty list")
-        bad = [i for i, x in enumerate(xs) if not isinstance(x, str)]
-        if bad:
-            raise ValueError(f"{name}[{bad[0]}] must be a str, got {type(xs[bad[0]]).__name__}")
-    if len(prompts) != len(completions):
-        raise ValueError(f"prompts and completions must have the same length, got {len(prompts)} prompts "
-                         f"and {len(completions)} completions")
-
-
-def join_text(prompt: str, completion: str) -> str:
-    """The text a reader sees: prompt + completion, with one space added only if neither side has one at the seam."""
-    if prompt and completion and not prompt[-1].isspace() and not completion[0].isspace():
-        return prompt + " " + completion
-    return prompt + completion
-
-
-_VADER = None
-
-
-def vader_compound(texts: Sequence[str]) -> list[float]:
-    """VADER compound score of each text, in [-1, 1] (Hutto & Gilbert 2014; one shared analyzer)."""
-    global _VADER
-    if _VADER is None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-        _VADER = SentimentIntensityAnalyzer()
-    return [_VADER.polarity_scores(t)["compound"] for t in texts]
 
 
 class SentimentReward:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-WALL_TIME_PREFIXES = ("time/", "rollout/tokens_per_s")  # fields that change between identical runs
+WALL_TIME_PREFIXES = ("time/",)  # fields that change between identical runs
 
 
 def default_runs_dir() -> Path:

@@ -21,7 +21,7 @@ from .corpus import PROMPTS
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate, kl_k1
 from .masking import masked_mean
 from .policy import PolicyWithValue, forward_tokens, load_policy, make_reference, model_context_length, pick_device, sample
-from .ppo import explained_variance, ppo_update
+from .ppo import PPOBatch, explained_variance, ppo_update
 from .rewards import get_reward
 from .runlog import RunLogger, new_run_dir
 from .seeding import seed_everything
@@ -88,20 +88,20 @@ def next_prompts(s: TrainState) -> list[str]:
 def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     """One RLHF step. Returns (metrics, samples) — metrics use the names of docs/metrics.md."""
     cfg, dev = s.cfg, s.device
-    t0 = time.perf_counter()
+    clock = [time.perf_counter()]
 
     # 1. rollout: sample completions from the current policy
     ro = sample(s.policy, s.tokenizer, next_prompts(s), cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                 generator=s.generators["sample"])
     ids, attn, P = ro.query_responses, ro.attention_mask, ro.context_length
     mask = ro.completion_mask.float()  # (B, T)
-    t1 = time.perf_counter()
+    clock.append(time.perf_counter())
 
     # 2. score each prompt + completion with the sequence-level reward
     scores = s.reward_fn(ro.prompts, ro.completions).to(dev).float()  # (B,)
     if cfg.missing_eos_penalty is not None:
         scores = scores - cfg.missing_eos_penalty * (~ro.ended_with_eos).float()
-    t2 = time.perf_counter()
+    clock.append(time.perf_counter())
 
     # 3. log-probs under the policy (old, frozen for this step) and the reference; values
     single_pass = cfg.ppo_epochs == 1 and cfg.num_minibatches == 1
@@ -131,26 +131,35 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
         seq_reward = rewards.sum(1)  # = score - beta * sum_t kl_t
         advantages = group_advantages(seq_reward, cfg.num_generations, cfg.advantage)[:, None] * mask
         returns = None
-    t3 = time.perf_counter()
+    clock.append(time.perf_counter())
 
     # 6. PPO epochs over shuffled minibatches
-    upd = ppo_update(
-        s.policy, s.optimizer,
-        batch=dict(ids=ids, attn=attn, mask=mask, logp_old=logp_old, values_old=values if returns is not None else None,
-                   advantages=advantages, returns=returns, ref_logp=ref_logp),
-        context_length=P, temperature=cfg.temperature, epochs=cfg.ppo_epochs, num_minibatches=cfg.num_minibatches,
-        clip_range=cfg.clip_range, clip_range_value=cfg.clip_range_value, vf_coef=cfg.vf_coef,
-        ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm, generator=s.generators["minibatch"],
-        first_forward=first_forward, kl_coef_loss=beta if cfg.kl_in_loss else 0.0)
-    t4 = time.perf_counter()
+    batch = PPOBatch(ids, attn, P, mask, logp_old, advantages, values_old=values if returns is not None else None,
+                     returns=returns, ref_logp=ref_logp)
+    upd = ppo_update(s.policy, s.optimizer, batch, cfg, s.generators["minibatch"], first_forward,
+                     kl_coef_loss=beta if cfg.kl_in_loss else 0.0)
+    clock.append(time.perf_counter())
 
     # 7. adapt beta toward the target KL (a no-op for the fixed controller)
     seq_kl = (kl_k1(logp_old, ref_logp) * mask).sum(1)  # (B,)
     s.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size * cfg.num_generations)
     s.step += 1
 
+    clock.append(time.perf_counter())
+    metrics = step_metrics(batch, ro, scores, seq_kl, rewards, non_score_reward, entropy, beta, upd, clock)
+    k = min(cfg.log_samples, len(ro.prompts))
+    samples = {"prompts": ro.prompts[:k], "completions": ro.completions[:k], "scores": scores[:k].tolist()}
+    return metrics, samples
+
+
+def step_metrics(batch: PPOBatch, ro, scores: torch.Tensor, seq_kl: torch.Tensor, rewards: torch.Tensor,
+                 non_score_reward: torch.Tensor, entropy: torch.Tensor, beta: float, upd: dict[str, float],
+                 clock: list[float]) -> dict[str, float]:
+    """The step's statistics under the names of docs/metrics.md; clock holds the perf_counter at each stage's end."""
+    mask, values, returns = batch.mask, batch.values_old, batch.returns
     n_tokens = float(mask.sum())
-    metrics = {
+    t0, t_rollout, t_score, t_forward, t_update, t_end = clock
+    return {
         "objective/scores": float(scores.mean()),
         "objective/scores_std": float(scores.std()) if scores.numel() > 1 else 0.0,
         "objective/kl": float(seq_kl.mean()),
@@ -163,16 +172,13 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
         "value/explained_variance": explained_variance(values, returns, mask) if returns is not None else float("nan"),
         "rollout/completion_len": n_tokens / mask.size(0),
         "rollout/eos_frac": float(ro.ended_with_eos.float().mean()),
-        "rollout/tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
-        "time/rollout_s": t1 - t0,
-        "time/score_s": t2 - t1,
-        "time/forward_s": t3 - t2,
-        "time/update_s": t4 - t3,
-        "time/step_s": time.perf_counter() - t0,
+        "time/rollout_tokens_per_s": n_tokens / max(t_rollout - t0, 1e-9),
+        "time/rollout_s": t_rollout - t0,
+        "time/score_s": t_score - t_rollout,
+        "time/forward_s": t_forward - t_score,
+        "time/update_s": t_update - t_forward,
+        "time/step_s": t_end - t0,
     }
-    k = min(cfg.log_samples, len(ro.prompts))
-    samples = {"prompts": ro.prompts[:k], "completions": ro.completions[:k], "scores": scores[:k].tolist()}
-    return metrics, samples
 
 
 @dataclass

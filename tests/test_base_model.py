@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from rlhf_nb.base_model import EMBEDDED_MODEL_DIR, EOS, PAD, load_base_model, sample
+from rlhf_nb.tools.base_model import EMBEDDED_MODEL_DIR, EOS, PAD, load_base_model, sample
 from rlhf_nb.corpus import PROMPTS, build_corpus
 
 MAX_PARAMS = 5_000_000

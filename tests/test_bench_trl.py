@@ -1,5 +1,5 @@
 """render_markdown on a synthetic compare_grpo result: the table, the ratios, the PPO line and the PNG (no training)."""
-from rlhf_nb.bench_trl import BENCH_SETTINGS, _cfg, _summary, compare_grpo, render_markdown
+from rlhf_nb.tools.bench_trl import BENCH_SETTINGS, _cfg, _summary, compare_grpo, render_markdown
 
 
 def _history(step_s, rewards, kl_scale=1.0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rlhf_nb import checks
+from rlhf_nb.course import checks
 from rlhf_nb.advantages import compute_gae
 from rlhf_nb.kl import kl_k3
 from rlhf_nb.masking import masked_whiten

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from rlhf_nb import plots  # noqa: E402
+from rlhf_nb.course import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

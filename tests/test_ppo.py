@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from rlhf_nb.ppo import entropy_from_logits, explained_variance, minibatch_indices, policy_loss, value_loss
+from rlhf_nb.policy import entropy_from_logits
+from rlhf_nb.ppo import explained_variance, minibatch_indices, policy_loss, value_loss
 
 EPS = 0.2
 

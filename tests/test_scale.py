@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rlhf_nb.advantages import group_advantages
-from rlhf_nb.scale import check_group_advantage, check_knob
+from rlhf_nb.course.checks import check_group_advantage, check_knob
 
 
 def test_group_advantage_right_wrong_and_unattempted(capsys):

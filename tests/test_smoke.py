@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _smoke(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "rlhf_nb.smoke", "--out", str(tmp_path), *args],
+    return subprocess.run([sys.executable, "-m", "rlhf_nb.tools.smoke", "--out", str(tmp_path), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 

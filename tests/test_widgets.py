@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from rlhf_nb.config import ConfigError
-from rlhf_nb.experiments import ExperimentResult, final_averages
-from rlhf_nb.widgets import KL_RANGE, TrainingPanel, make_panel, render_png
+from rlhf_nb.course.experiments import ExperimentResult, final_averages
+from rlhf_nb.course.widgets import KL_RANGE, TrainingPanel, make_panel, render_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,6 +12,7 @@ docs/trl_bridge.md explains every difference between the two implementations.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -313,3 +314,39 @@ def mapped_values(cfg: RunConfig, trainer) -> dict[str, tuple[Any, Any]]:
     if hasattr(a, "entropy_coef"):
         pairs["ent_coef"] = (cfg.ent_coef, a.entropy_coef)
     return pairs
+
+
+# ---- the two systems' histories in one shape (lesson 07 and `make bench` compare them) ----
+
+def ours_rows(history: list[dict[str, float]], cfg: RunConfig) -> list[dict[str, float]]:
+    """rlhf_nb's train() history as benchmark rows: step, reward, kl, kl_seq, step_s, elapsed_s, tokens."""
+    n = cfg.batch_size * cfg.num_generations
+    return [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"], "kl_seq": h["objective/kl"],
+             "step_s": h["time/step_s"], "elapsed_s": h["time/elapsed_s"], "tokens": h["rollout/completion_len"] * n}
+            for h in history]
+
+
+def trl_rows(timer, cfg: RunConfig) -> list[dict[str, float]]:
+    """A StepTimer's TRL logs as benchmark rows, one per rollout (= ppo_epochs*num_minibatches TRL global steps)."""
+    per = cfg.ppo_epochs * cfg.num_minibatches  # TRL optimizer steps per rollout
+    n = cfg.batch_size * cfg.num_generations
+    rows = []
+    for r in range(len(timer.step_s) // per):
+        logs = [log for log in timer.logs if r * per < log["global_step"] <= (r + 1) * per]
+        gen = next((log for log in logs if "reward" in log), None)
+        if gen is None:
+            break
+        kl = statistics.fmean(log.get("kl", 0.0) for log in logs)  # token mean of [ratio·]k3, over the update
+        length = gen["completions/mean_length"]
+        rows.append({"step": r + 1, "reward": gen["reward"], "kl": kl, "kl_seq": kl * length,
+                     "step_s": sum(timer.step_s[r * per:(r + 1) * per]), "elapsed_s": logs[-1]["elapsed_s"],
+                     "tokens": length * n})
+    return rows
+
+
+def quiet_trainer(trainer):
+    """Drop the PrinterCallback that transformers adds when disable_tqdm=True (it prints every log dict to stdout)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer

@@ -10,10 +10,10 @@ def main() -> int:
     import torch
     import transformers
 
-    from . import __version__
-    from .policy import load_policy, sample
-    from .rewards import REWARD_NAMES, get_reward
-    from .seeding import seed_everything
+    from .. import __version__
+    from ..policy import load_policy, sample
+    from ..rewards import REWARD_NAMES, get_reward
+    from ..seeding import seed_everything
 
     print(f"rlhf_nb {__version__}  torch {torch.__version__}  transformers {transformers.__version__}  "
           f"cuda {'yes' if torch.cuda.is_available() else 'no'}")

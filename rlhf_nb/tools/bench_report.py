@@ -25,7 +25,7 @@ def write_report(r: dict, path: Path) -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (`python -m rlhf_nb.bench`) on {r['date']}. Re-run it to refresh every figure on",
+        f"Written by `make bench` (`python -m rlhf_nb.tools.bench`) on {r['date']}. Re-run it to refresh every figure on",
         "this page; the raw numbers are in `docs/benchmarks.json`. Timings are measured, never asserted in tests.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']} "

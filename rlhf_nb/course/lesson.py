@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from .seeding import seed_everything
+from ..seeding import seed_everything
 
 
 def start(seed: int = 0, device: str = "cpu") -> torch.device:
@@ -28,6 +28,6 @@ def start(seed: int = 0, device: str = "cpu") -> torch.device:
     matplotlib.rcParams.update({"figure.figsize": (7, 3.2), "figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
     torch.set_printoptions(precision=4, sci_mode=False)
     seed_everything(seed)
-    from .policy import pick_device
+    from ..policy import pick_device
 
     return pick_device(device)

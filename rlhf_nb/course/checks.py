@@ -1,4 +1,4 @@
-"""Exercise checkers for lessons 01-05: `check_…(answer) -> bool` prints a verdict and, when wrong, why.
+"""Every lesson's exercise checkers, one verdict format: `check_…(answer) -> bool` prints a verdict and, when wrong, why.
 
 Each checker builds its own small deterministic inputs, runs the learner's function (or reads the learner's value)
 and compares it with the package's own helper. A function that still raises NotImplementedError (or returns
@@ -7,7 +7,7 @@ None) counts as "not attempted yet", so an untouched `# YOUR CODE HERE` stub nev
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -108,7 +108,7 @@ def check_sequence_logprob(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tens
 @_checker("top-k support")
 def check_top_k_support(answer: int, logits: torch.Tensor, k: int) -> tuple[bool, str]:
     """answer: how many tokens keep a non-zero probability after top-k filtering of `logits`."""
-    from .policy import filter_logits
+    from ..policy import filter_logits
 
     if answer is None:
         raise _NotAttempted
@@ -124,7 +124,7 @@ def check_top_k_support(answer: int, logits: torch.Tensor, k: int) -> tuple[bool
 def check_composite(answer: torch.Tensor, prompts: list[str], completions: list[str],
                     weights: dict[str, float]) -> tuple[bool, str]:
     """answer: (B,) the weighted sum of the named rewards on these samples."""
-    from .rewards import CompositeReward
+    from ..rewards import CompositeReward
 
     if answer is None:
         raise _NotAttempted
@@ -178,7 +178,7 @@ def _gae_inputs():
 @_checker("GAE")
 def check_gae(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
     """fn(rewards (B, T), values (B, T), mask (B, T), gamma, lam) -> advantages (B, T), zero on padding."""
-    from .advantages import compute_gae
+    from ..advantages import compute_gae
 
     rewards, values, mask = _gae_inputs()
     for gamma, lam in ((1.0, 0.95), (0.9, 0.5), (1.0, 0.0)):
@@ -211,7 +211,7 @@ def check_reward_to_go(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
 @_checker("whitening")
 def check_whiten(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
     """fn(x (B, T), mask (B, T)) -> (x − μ)/σ over real tokens (unbiased σ), 0 on padding."""
-    from .masking import masked_whiten
+    from ..masking import masked_whiten
 
     _, x, mask = _gae_inputs()
     x = x * 3 + 1
@@ -249,7 +249,7 @@ def check_exact_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> 
 @_checker("k3 estimator")
 def check_k3(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
     """fn(logp (N,), ref_logp (N,)) -> per-sample k3 = (r − 1) − log r with r = ρ/π."""
-    from .kl import kl_k3
+    from ..kl import kl_k3
 
     g = _gen(7)
     logp, ref = -torch.rand(20, generator=g) * 4, -torch.rand(20, generator=g) * 4
@@ -266,7 +266,7 @@ def check_k3(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[
 def check_adaptive_beta(answer: float, beta: float, kl: float, target: float, n_steps: int,
                         horizon: float) -> tuple[bool, str]:
     """answer: β after AdaptiveKLController(beta, target, horizon).update(kl, n_steps)."""
-    from .kl import AdaptiveKLController
+    from ..kl import AdaptiveKLController
 
     if answer is None:
         raise _NotAttempted
@@ -294,7 +294,7 @@ def _ppo_inputs():
 @_checker("clipped surrogate loss")
 def check_clipped_loss(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
     """fn(logp_new, logp_old, advantages, mask, clip_range) -> scalar masked mean of max(−A·ρ, −A·clip(ρ))."""
-    from .ppo import policy_loss
+    from ..ppo import policy_loss
 
     logp_new, logp_old, adv, mask = _ppo_inputs()
     for eps in (0.2, 0.1):
@@ -315,7 +315,7 @@ def check_clipped_loss(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
 @_checker("clip fraction")
 def check_clipfrac(fn: Callable[..., float]) -> tuple[bool, str]:
     """fn(logp_new, logp_old, advantages, mask, clip_range) -> share of real tokens whose clipped term is active."""
-    from .ppo import policy_loss
+    from ..ppo import policy_loss
 
     logp_new, logp_old, adv, mask = _ppo_inputs()
     got = float(_call(fn, logp_new.clone(), logp_old.clone(), adv.clone(), mask.clone(), 0.2))
@@ -332,7 +332,7 @@ def check_clipfrac(fn: Callable[..., float]) -> tuple[bool, str]:
 @_checker("explained variance")
 def check_explained_variance(fn: Callable[..., float]) -> tuple[bool, str]:
     """fn(values, returns, mask) -> 1 − Var(R − V)/Var(R) over real tokens."""
-    from .ppo import explained_variance
+    from ..ppo import explained_variance
 
     _, values, returns, mask = _ppo_inputs()
     values = returns * 0.7 + values * 0.3
@@ -344,3 +344,110 @@ def check_explained_variance(fn: Callable[..., float]) -> tuple[bool, str]:
     if not math.isclose(perfect, 1.0, abs_tol=1e-6):
         return False, f"a perfect critic (V = R) should score 1.0, got {perfect:.4f}"
     return True, f"{want:.4f}; 1.0 for a perfect critic, 0 for one that predicts only the mean"
+
+
+# ------------------------------------------------------------------ lesson 06: the training loop
+
+def _not_yet(name: str, what: str) -> bool:
+    print(f"{TODO} — {name}: {what}")
+    return False
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_kl_prediction(answer: Any, low: float = 0.0, high: float = 0.2) -> bool:
+    """Which KL coefficient, `low` or `high`, ends a run with the larger KL to the reference?"""
+    name = "which beta drifts further"
+    if answer is None:
+        return _not_yet(name, f"set `answer` to {low:g} or {high:g}")
+    if not _is_number(answer) or answer not in (low, high):
+        return _verdict(False, name, f"answer with one of the two coefficients, {low:g} or {high:g}; got {answer!r}")
+    return _verdict(answer == low, name,
+                    f"with beta = {low:g} the KL term costs {'nothing' if low == 0 else 'little'}, so the policy drifts "
+                    f"as far from the reference as the score pulls it; beta = {high:g} charges beta * kl_t on every "
+                    f"token, so it stays closer")
+
+
+def check_rlhf_reward(answer: Any, score: float = 0.8, kl: tuple[float, ...] = (0.5, 0.3, 0.2),
+                      kl_coef: float = 0.1) -> bool:
+    """The sequence's RLHF reward sum_t r_t for this score, per-token KL and beta (3 decimals)."""
+    from ..advantages import per_token_rewards
+
+    name = "RLHF reward of one sequence"
+    rewards, _ = per_token_rewards(torch.tensor([score]), torch.tensor([list(kl)]), torch.ones(1, len(kl)), kl_coef)
+    want = float(rewards.sum())
+    if answer is None:
+        return _not_yet(name, "set `answer` to a number")
+    if not _is_number(answer):
+        return _verdict(False, name, f"answer with a number; got {answer!r}")
+    return _verdict(abs(answer - want) < 1e-3, name,
+                    f"r_t = -beta * kl_t on every token, plus the score on the last one, so sum_t r_t = "
+                    f"score - beta * sum_t kl_t = {score:g} - {kl_coef:g} * {sum(kl):g} = {want:.3f}")
+
+
+def check_batch_prediction(answer: Any, small: int = 8, large: int = 64) -> bool:
+    """With the same number of steps, which batch size gives the smoother objective/scores curve?"""
+    name = "which batch size is smoother"
+    if answer is None:
+        return _not_yet(name, f"set `answer` to {small} or {large}")
+    if not isinstance(answer, int) or isinstance(answer, bool) or answer not in (small, large):
+        return _verdict(False, name, f"answer with one of the two batch sizes, {small} or {large}; got {answer!r}")
+    return _verdict(answer == large, name,
+                    f"objective/scores is a mean over the batch; its step-to-step noise shrinks like "
+                    f"1/sqrt(batch_size), so batch {large} is about sqrt({large}/{small}) = "
+                    f"{math.sqrt(large / small):.1f}x less noisy than batch {small} (and each of its steps costs "
+                    f"about {large // small}x more compute)")
+
+
+# ------------------------------------------------------------------ lesson 07: scale with TRL
+
+NO_COUNTERPART = "none"  # the answer for a knob TRL's GRPO/RLOO have no field for
+
+
+def check_group_advantage(answer: Any, scores: Sequence[float], num_generations: int, method: str = "grpo") -> bool:
+    """Exercise 1: the group-relative advantage of every completion (a list of B numbers, 3 decimals suffice)."""
+    from ..advantages import group_advantages
+
+    name = f"{method} advantages"
+    s = torch.tensor([float(x) for x in scores])
+    want = group_advantages(s, num_generations, method=method).tolist()
+    if answer is None:
+        print(f"{TODO} — {name}: set `answer` to a list of {len(want)} numbers, one per completion")
+        return False
+    try:
+        got = [float(x) for x in answer]
+    except (TypeError, ValueError):
+        return _verdict(False, name, f"answer with a list of {len(want)} numbers; got {answer!r}")
+    if len(got) != len(want) or not all(math.isfinite(x) for x in got):
+        return _verdict(False, name, f"answer with {len(want)} finite numbers, one per completion; got {len(got)}")
+    if method == "grpo":
+        how = ("A_i = (r_i − mean of its group) / (std of its group + 1e-4), std unbiased (divide by k − 1), "
+               f"groups of {num_generations} consecutive completions")
+    else:
+        how = ("A_i = r_i − mean of the other k − 1 in its group, then whitened over the batch: "
+               "(A − mean)/(std + 1e-4)")
+    ok = all(abs(g - w) < 1e-3 for g, w in zip(got, want))
+    return _verdict(ok, name, f"{how} gives {[round(w, 3) for w in want]}")
+
+
+def check_knob(name: str, answer: Any) -> bool:
+    """Exercise 2: the TRL config field that rlhf_nb's RunConfig knob `name` maps to (or "none" if TRL has none)."""
+    from ..bridges.trl import KNOB_MAP, UNMAPPED
+
+    title = f"where `{name}` goes in TRL"
+    key = next((k for k in KNOB_MAP if name in [x.strip() for x in k.split(",")]), None)
+    if key is None and name not in UNMAPPED:
+        raise ValueError(f"{name!r} is neither in KNOB_MAP nor in UNMAPPED (rlhf_nb/bridges/trl.py)")
+    if answer is None:
+        print(f"{TODO} — {title}: set `answer` to a TRL field name as a string, or {NO_COUNTERPART!r}")
+        return False
+    if not isinstance(answer, str):
+        return _verdict(False, title, f"answer with a string (a GRPOConfig field name); got {answer!r}")
+    got = answer.strip().lower()
+    if key is None:
+        return _verdict(got == NO_COUNTERPART, title, f"TRL's GRPO/RLOO have no counterpart: {UNMAPPED[name]}")
+    fields, how = KNOB_MAP[key]
+    want = [f.strip().lower() for f in fields.split(",")]
+    return _verdict(got in want, title, f"`{fields}`: {how}")

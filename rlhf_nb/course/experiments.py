@@ -1,20 +1,18 @@
 """Lesson 06's experiments as plain functions: one short RLHF run per (kl_coef, batch_size), sample tables, exercise checks.
 
-The interactive panel (rlhf_nb.widgets) only moves sliders and calls `run_experiment`; everything here runs and is
+The interactive panel (rlhf_nb.course.widgets) only moves sliders and calls `run_experiment`; everything here runs and is
 tested without a kernel or a browser.
 """
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from .advantages import per_token_rewards
-from .config import RunConfig
-from .policy import sample
+from ..config import RunConfig
+from ..policy import sample
 
 # a few fixed prompts whose completions we read before and after training
 PROBE_PROMPTS = ("The acting was", "I thought the plot", "This movie is", "The ending felt")
@@ -72,7 +70,7 @@ def run_experiment(kl_coef: float, batch_size: int, steps: int = 10, seed: int =
 
     Every value goes through RunConfig first, so a bad one raises ConfigError naming its flag before torch sees it.
     `overrides` are any other RunConfig fields (e.g. reward="length", max_new_tokens=8)."""
-    from .train import setup, train  # imported here so `import rlhf_nb.experiments` stays light
+    from ..train import setup, train  # imported here so `import rlhf_nb.course.experiments` stays light
 
     cfg = RunConfig(kl_coef=kl_coef, batch_size=batch_size, steps_per_epoch=steps, epochs=1, seed=seed,
                     **{"progress": False, "device": "cpu", **overrides})
@@ -102,55 +100,3 @@ def samples_html(before: list[dict], after: list[dict], digits: int = 2) -> str:
         f"<td {pad}>{b['score']:+.{digits}f}</td><td {pad}>{html.escape(a['completion'])}</td>"
         f"<td {pad}>{a['score']:+.{digits}f}</td></tr>" for b, a in zip(before, after))
     return f"<table class='rlhf-samples'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-# --- exercise checks: each prints right/wrong and why, and returns True when right ---------------------------------
-
-def _verdict(ok: bool, why: str) -> bool:
-    print(("Right. " if ok else "Not quite. ") + why)
-    return ok
-
-
-def check_kl_prediction(answer: Any, low: float = 0.0, high: float = 0.2) -> bool:
-    """Exercise 1: which KL coefficient, `low` or `high`, ends a run with the larger KL to the reference?"""
-    why = (f"With beta = {low:g} the KL term costs {'nothing' if low == 0 else 'little'}, so the policy drifts as far "
-           f"from the reference as the score pulls it; beta = {high:g} charges beta * kl_t on every token, so it stays closer. "
-           f"Check it: run_experiment({low:g}, 16).final_kl vs run_experiment({high:g}, 16).final_kl.")
-    if answer is None:
-        print(f"No answer yet: set `answer` to {low:g} or {high:g}.")
-        return False
-    if not isinstance(answer, (int, float)) or isinstance(answer, bool) or answer not in (low, high):
-        print(f"Answer with one of the two coefficients, {low:g} or {high:g}; got {answer!r}.")
-        return False
-    return _verdict(answer == low, why)
-
-
-def check_rlhf_reward(answer: Any, score: float = 0.8, kl: tuple[float, ...] = (0.5, 0.3, 0.2),
-                      kl_coef: float = 0.1) -> bool:
-    """Exercise 2: the sequence's RLHF reward sum_t r_t for this score, per-token KL and beta."""
-    mask = torch.ones(1, len(kl))
-    rewards, _ = per_token_rewards(torch.tensor([score]), torch.tensor([list(kl)]), mask, kl_coef)
-    want = float(rewards.sum())
-    why = (f"r_t = -beta * kl_t on every token, plus the score on the last one, so sum_t r_t = score - beta * sum_t kl_t "
-           f"= {score:g} - {kl_coef:g} * {sum(kl):g} = {want:.3f}.")
-    if answer is None:
-        print("No answer yet: set `answer` to a number.")
-        return False
-    if not isinstance(answer, (int, float)) or isinstance(answer, bool) or not math.isfinite(answer):
-        print(f"Answer with a number; got {answer!r}.")
-        return False
-    return _verdict(abs(answer - want) < 1e-3, why)
-
-
-def check_batch_prediction(answer: Any, small: int = 8, large: int = 64) -> bool:
-    """Exercise 3: with the same number of steps, which batch size gives the smoother objective/scores curve?"""
-    why = (f"objective/scores is a mean over the batch; its step-to-step noise shrinks like 1/sqrt(batch_size), so "
-           f"batch {large} is about sqrt({large}/{small}) = {math.sqrt(large / small):.1f}x less noisy than batch {small} "
-           f"(and each of its steps costs about {large // small}x more compute).")
-    if answer is None:
-        print(f"No answer yet: set `answer` to {small} or {large}.")
-        return False
-    if not isinstance(answer, int) or isinstance(answer, bool) or answer not in (small, large):
-        print(f"Answer with one of the two batch sizes, {small} or {large}; got {answer!r}.")
-        return False
-    return _verdict(answer == large, why)

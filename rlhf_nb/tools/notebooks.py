@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
 VOLATILE_META = ("papermill", "widgets")  # run timestamps; widget-state snapshots (tens of KB of PNG)
 
@@ -39,7 +39,7 @@ def execute(path: Path, timeout: int = 600) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.notebooks", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.notebooks", description=__doc__)
     p.add_argument("names", nargs="*", help="notebook file names (default: all, in order)")
     args = p.parse_args(argv)
     paths = [NB_DIR / n for n in args.names] if args.names else notebooks()

@@ -6,23 +6,30 @@ import sys
 import time
 from pathlib import Path
 
-from .runlog import new_run_dir
+from ..runlog import new_run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE_NB = ROOT / "notebooks" / "00_smoke.ipynb"
 # the kernel's own start-up notice ("running over TCP without encryption") is about a local, loopback-only
 # connection; it would be the loudest line of `make smoke`, so the kernel logs errors only
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 
+def notebook_parameters(path: Path = SMOKE_NB) -> dict[str, tuple[str, str]]:
+    """{name: (type name, help)} of the notebook's `parameters` cell — the one place the smoke defaults live."""
+    import papermill as pm
+
+    return {name: (spec["inferred_type_name"], spec["help"])
+            for name, spec in pm.inspect_notebook(str(path)).items() if name != "out_dir"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.smoke", description=__doc__)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kl_coef", type=float, default=0.05)
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--max_new_tokens", type=int, default=12)
-    p.add_argument("--reward", default="sentiment")
+    """Flags mirror the notebook's parameters; only the flags given are passed, so the notebook's defaults rule."""
+    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.smoke", description=__doc__,
+                                epilog="defaults: see the parameters cell of notebooks/00_smoke.ipynb")
+    types = {"int": int, "float": float, "str": str}
+    for name, (typ, help_) in notebook_parameters().items():
+        p.add_argument(f"--{name}", type=types.get(typ, str), default=None, help=help_)
     p.add_argument("--out", default=str(ROOT / "runs"), help="parent folder of the run folder")
     args = p.parse_args(argv)
 
@@ -32,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run_dir = new_run_dir(args.out)
     out_nb = run_dir / "smoke.ipynb"
-    params = dict(seed=args.seed, kl_coef=args.kl_coef, batch_size=args.batch_size, steps=args.steps,
-                  max_new_tokens=args.max_new_tokens, reward=args.reward, out_dir=str(run_dir))
+    params = {k: v for k, v in vars(args).items() if k != "out" and v is not None}
+    params["out_dir"] = str(run_dir)
     print(f"running {SMOKE_NB.relative_to(ROOT)} with {params}")
     try:
         pm.execute_notebook(str(SMOKE_NB), str(out_nb), parameters=params, kernel_name="python3",

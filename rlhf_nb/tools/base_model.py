@@ -1,7 +1,7 @@
 """The kit's policy: a tiny GPT-2 trained from scratch on the synthetic review corpus, shipped in assets/.
 
-Rebuild it:   python -m rlhf_nb.base_model [--out DIR] [--seed 0]
-Check it:     python -m rlhf_nb.base_model --report
+Rebuild it:   python -m rlhf_nb.tools.base_model [--out DIR] [--seed 0]
+Check it:     python -m rlhf_nb.tools.base_model --report
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .corpus import build_corpus, get_prompts, matches_template
+from ..corpus import build_corpus, get_prompts, matches_template
 
-EMBEDDED_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-gpt2-reviews"
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-gpt2-reviews"
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
 
@@ -156,7 +156,7 @@ def train(args: BaseModelArgs, out: Path) -> dict:
 
 def load_base_model(path: str | Path = EMBEDDED_MODEL_DIR):
     """(model, tokenizer) from `path`, model in eval mode, quiet transformers: `policy.load_policy` on a folder."""
-    from .policy import load_policy
+    from ..policy import load_policy
 
     return load_policy(str(path))
 

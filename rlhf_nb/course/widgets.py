@@ -14,7 +14,7 @@ import ipywidgets as W
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .config import ConfigError
+from ..config import ConfigError
 from .experiments import ExperimentResult, run_experiment, samples_html
 from .plots import plot_history
 

@@ -1,6 +1,7 @@
 """Plots the lessons share. Each returns the matplotlib Figure; notebooks end the cell with plt.show()."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -146,7 +147,7 @@ def plot_clipped_objective(clip_range: float = 0.2, ratio_max: float = 2.0, n: i
     """The PPO objective −policy_loss per token as a function of ρ, for A = +1 and A = −1, from `ppo.policy_loss`."""
     import torch
 
-    from .ppo import policy_loss
+    from ..ppo import policy_loss
 
     ratios = torch.linspace(1e-3, ratio_max, n, dtype=torch.float64)
     ones = torch.ones(1, 1, dtype=torch.float64)
@@ -163,4 +164,39 @@ def plot_clipped_objective(clip_range: float = 0.2, ratio_max: float = 2.0, n: i
         ax.legend(fontsize=8)
     axes[0].set_ylabel("objective per token")
     fig.tight_layout()
+    return fig
+
+
+LABELS = {"rlhf_nb": "rlhf_nb GRPO", "trl": "TRL GRPO", "rlhf_nb_ppo": "rlhf_nb PPO (gae)"}
+
+
+def plot_comparison(runs: dict[str, list[dict[str, float]]], path: str | Path | None = None):
+    """Reward and per-sequence KL against step and against wall seconds, one line per run; saved to `path` if given.
+
+    runs: {label: benchmark rows (reward, kl_seq, step, elapsed_s)}. KL is kl_seq: rlhf_nb's Σ_t k1 per sequence,
+    TRL's token-mean [ratio·]k3 times the mean completion length (different estimators: compare shapes)."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.4), squeeze=False)
+    for label, rows in runs.items():
+        for col, x in enumerate(("step", "elapsed_s")):
+            xs = [r[x] for r in rows]
+            axes[0][col].plot(xs, [r["reward"] for r in rows], marker=".", label=label)
+            axes[1][col].plot(xs, [r["kl_seq"] for r in rows], marker=".", label=label)
+    for col in range(2):  # TRL's k3 KL can spike by orders of magnitude; symlog keeps both runs readable
+        axes[1][col].set_yscale("symlog", linthresh=0.1)
+    for col, xl in enumerate(("step", "wall seconds since training began")):
+        axes[0][col].set_title(f"mean sentiment score vs {xl.split()[0]}", fontsize=10)
+        axes[1][col].set_title(f"KL per sequence vs {xl.split()[0]}", fontsize=10)
+        axes[1][col].set_xlabel(xl)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
     return fig

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 # the sentiment task of the benchmark, cut at a wall-clock budget: PPO with the defaults (what `make train_quick`
@@ -52,8 +52,8 @@ def peak_rss_mb() -> float:
 
 def child_learn(budget_s: float, flags: dict, out: Path) -> None:
     """Train on the sentiment reward until the wall budget; record per-step metrics and the base policy's score."""
-    from .config import RunConfig
-    from .train import setup, train
+    from ..config import RunConfig
+    from ..train import setup, train
 
     cfg = RunConfig(**flags)
     t0 = time.perf_counter()
@@ -66,7 +66,7 @@ def child_learn(budget_s: float, flags: dict, out: Path) -> None:
 def _run_child(args: list[str], flags: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out.json"
-        subprocess.run([sys.executable, "-m", "rlhf_nb.bench", "--child", *args, "--child_out", str(out)],
+        subprocess.run([sys.executable, "-m", "rlhf_nb.tools.bench", "--child", *args, "--child_out", str(out)],
                        check=True, cwd=ROOT, env={**os.environ, "RLHF_NB_BENCH_FLAGS": json.dumps(flags)})
         return json.loads(out.read_text())
 
@@ -80,10 +80,10 @@ def kl_regularised_optimum(betas=FRONTIER_BETAS, n: int = 4096, max_new_tokens: 
 
     import torch
 
-    from .corpus import get_prompts
-    from .policy import load_policy, sample
-    from .rewards import get_reward
-    from .seeding import seed_everything
+    from ..corpus import get_prompts
+    from ..policy import load_policy, sample
+    from ..rewards import get_reward
+    from ..seeding import seed_everything
 
     g = seed_everything(seed)
     model, tok = load_policy()
@@ -115,7 +115,7 @@ def bench_train_smoke() -> dict:
 
 def bench_smoke_notebook() -> dict:
     with tempfile.TemporaryDirectory() as d:
-        wall = time_command([sys.executable, "-m", "rlhf_nb.smoke", "--out", d])
+        wall = time_command([sys.executable, "-m", "rlhf_nb.tools.smoke", "--out", d])
     return {"smoke_s": wall}
 
 
@@ -148,7 +148,7 @@ def learning_summary(history: list[dict], budget_s: float) -> dict:
         "score_s_median": statistics.median(r["time/score_s"] for r in history),
         "forward_s_median": statistics.median(r["time/forward_s"] for r in history),
         "update_s_median": statistics.median(r["time/update_s"] for r in history),
-        "tokens_per_s_median": statistics.median(r["rollout/tokens_per_s"] for r in history),
+        "tokens_per_s_median": statistics.median(r["time/rollout_tokens_per_s"] for r in history),
     }
 
 
@@ -180,7 +180,7 @@ def plot_learning(histories: dict[str, list[dict]], path: Path, title: str) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.bench", description=__doc__)
     p.add_argument("--child", choices=["learn"], help=argparse.SUPPRESS)
     p.add_argument("--child_out", help=argparse.SUPPRESS)
     p.add_argument("--budget_s", type=float, default=LEARN_BUDGET_S)

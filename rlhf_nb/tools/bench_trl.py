@@ -1,6 +1,6 @@
 """rlhf_nb's GRPO against TRL's GRPOTrainer on the same model, reward, prompts, batch, token budget, β and learning rate.
 
-    from rlhf_nb.bench_trl import compare_grpo
+    from rlhf_nb.tools.bench_trl import compare_grpo
     r = compare_grpo(steps=20, batch_size=8, num_generations=8, max_new_tokens=8, kl_coef=0.05,
                      learning_rate=3e-4, seed=0)
     r["ratios"]  # rlhf_nb / TRL: median s/step, tokens/s, peak RSS
@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from ..bridges.trl import ours_rows, quiet_trainer, trl_rows
+from ..config import RunConfig
+from ..course.plots import LABELS, plot_comparison
 
 
 def _cfg(p: dict[str, Any], advantage: str = "grpo") -> RunConfig:
@@ -43,42 +45,8 @@ def _cfg(p: dict[str, Any], advantage: str = "grpo") -> RunConfig:
     )
 
 
-def ours_rows(history: list[dict[str, float]], cfg: RunConfig) -> list[dict[str, float]]:
-    """rlhf_nb's train() history as benchmark rows: step, reward, kl, kl_seq, step_s, elapsed_s, tokens."""
-    n = cfg.batch_size * cfg.num_generations
-    return [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"], "kl_seq": h["objective/kl"],
-             "step_s": h["time/step_s"], "elapsed_s": h["time/elapsed_s"], "tokens": h["rollout/completion_len"] * n}
-            for h in history]
-
-
-def trl_rows(timer, cfg: RunConfig) -> list[dict[str, float]]:
-    """A StepTimer's TRL logs as benchmark rows, one per rollout (= ppo_epochs*num_minibatches TRL global steps)."""
-    per = cfg.ppo_epochs * cfg.num_minibatches  # TRL optimizer steps per rollout
-    n = cfg.batch_size * cfg.num_generations
-    rows = []
-    for r in range(len(timer.step_s) // per):
-        logs = [log for log in timer.logs if r * per < log["global_step"] <= (r + 1) * per]
-        gen = next((log for log in logs if "reward" in log), None)
-        if gen is None:
-            break
-        kl = statistics.fmean(log.get("kl", 0.0) for log in logs)  # token mean of [ratio·]k3, over the update
-        length = gen["completions/mean_length"]
-        rows.append({"step": r + 1, "reward": gen["reward"], "kl": kl, "kl_seq": kl * length,
-                     "step_s": sum(timer.step_s[r * per:(r + 1) * per]), "elapsed_s": logs[-1]["elapsed_s"],
-                     "tokens": length * n})
-    return rows
-
-
-def quiet_trainer(trainer):
-    """Drop the PrinterCallback that transformers adds when disable_tqdm=True (it prints every log dict to stdout)."""
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
 def _run_ours(p: dict[str, Any], advantage: str = "grpo") -> dict[str, Any]:
-    from .train import setup, train
+    from ..train import setup, train
 
     t0 = time.perf_counter()
     cfg = _cfg(p, advantage)
@@ -90,8 +58,8 @@ def _run_ours(p: dict[str, Any], advantage: str = "grpo") -> dict[str, Any]:
 
 def _run_trl(p: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .bridges.trl import StepTimer, make_trl_trainer
-    from .seeding import seed_everything
+    from ..bridges.trl import StepTimer, make_trl_trainer
+    from ..seeding import seed_everything
 
     t0 = time.perf_counter()
     cfg = _cfg(p)
@@ -117,7 +85,7 @@ def _in_child(system: str, p: dict[str, Any]) -> dict[str, Any]:
         with open(pf, "w") as f:
             json.dump(p, f)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run([sys.executable, "-m", "rlhf_nb.bench_trl", "_child", system, pf, of],
+        proc = subprocess.run([sys.executable, "-m", "rlhf_nb.tools.bench_trl", "_child", system, pf, of],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"{system} benchmark child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -190,40 +158,7 @@ BENCH_SETTINGS: dict[str, Any] = dict(steps=40, batch_size=8, num_generations=8,
                                       learning_rate=1e-3, seed=0, time_budget_s=None, ppo_epochs=1,
                                       num_minibatches=1, model="embedded", threads=1, include_ppo=True)
 
-CURVES_PNG = Path(__file__).resolve().parents[1] / "docs" / "bench_trl_curves.png"
-LABELS = {"rlhf_nb": "rlhf_nb GRPO", "trl": "TRL GRPO", "rlhf_nb_ppo": "rlhf_nb PPO (gae)"}
-
-
-def plot_comparison(runs: dict[str, list[dict[str, float]]], path: str | Path | None = None):
-    """Reward and per-sequence KL against step and against wall seconds, one line per run; saved to `path` if given.
-
-    runs: {label: benchmark rows (reward, kl_seq, step, elapsed_s)}. KL is kl_seq: rlhf_nb's Σ_t k1 per sequence,
-    TRL's token-mean [ratio·]k3 times the mean completion length (different estimators: compare shapes)."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(9, 5.4), squeeze=False)
-    for label, rows in runs.items():
-        for col, x in enumerate(("step", "elapsed_s")):
-            xs = [r[x] for r in rows]
-            axes[0][col].plot(xs, [r["reward"] for r in rows], marker=".", label=label)
-            axes[1][col].plot(xs, [r["kl_seq"] for r in rows], marker=".", label=label)
-    for col in range(2):  # TRL's k3 KL can spike by orders of magnitude; symlog keeps both runs readable
-        axes[1][col].set_yscale("symlog", linthresh=0.1)
-    for col, xl in enumerate(("step", "wall seconds since training began")):
-        axes[0][col].set_title(f"mean sentiment score vs {xl.split()[0]}", fontsize=10)
-        axes[1][col].set_title(f"KL per sequence vs {xl.split()[0]}", fontsize=10)
-        axes[1][col].set_xlabel(xl)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-    return fig
+CURVES_PNG = Path(__file__).resolve().parents[2] / "docs" / "bench_trl_curves.png"
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -283,7 +218,7 @@ def render_markdown(result: dict[str, Any], curves_png: str | Path | None = CURV
     so it must sit next to the markdown file."""
     p, o, t, r = result["params"], result["rlhf_nb"]["summary"], result["trl"]["summary"], result["ratios"]
     lines = ["## rlhf_nb vs TRL (GRPO), same machine, same run", ""]
-    lines.append(f"`rlhf_nb.bench_trl.compare_grpo(**BENCH_SETTINGS)`: model `{p['model']}`, sentiment reward, "
+    lines.append(f"`rlhf_nb.tools.bench_trl.compare_grpo(**BENCH_SETTINGS)`: model `{p['model']}`, sentiment reward, "
                  f"{p['batch_size']} prompts × {p['num_generations']} generations = "
                  f"{p['batch_size'] * p['num_generations']} completions of ≤ {p['max_new_tokens']} tokens per step, "
                  f"β = {p['kl_coef']:g}, learning rate {p['learning_rate']:g}, {p['ppo_epochs']} PPO epoch(s) × "
@@ -322,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m rlhf_nb.bench_trl", description=compare_grpo.__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.bench_trl", description=compare_grpo.__doc__.splitlines()[0])
     for name, default in (("steps", 20), ("batch_size", 8), ("num_generations", 8), ("max_new_tokens", 8),
                           ("kl_coef", 0.05), ("learning_rate", 3e-4), ("seed", 0), ("time_budget_s", None),
                           ("ppo_epochs", 1), ("num_minibatches", 1), ("model", "embedded"), ("threads", 1)):
