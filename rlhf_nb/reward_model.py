@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -115,11 +116,32 @@ def init_reward_model(path: str | None = None):
     return model, tokenizer
 
 
-def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-    """Token ids of prompt + completion + EOS, right-padded with the pad token: (B, T). The head reads the EOS."""
-    rows = [tokenizer(join_text(p, c))["input_ids"] + [tokenizer.eos_token_id] for p, c in zip(prompts, completions)]
+def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str], max_len: int | None = None) -> torch.Tensor:
+    """Token ids of prompt + completion + EOS, right-padded with the pad token: (B, T). The head reads the EOS.
+
+    With `max_len` (the model's context), a longer text keeps its first max_len - 1 tokens, then the EOS: the start,
+    because the model was trained on texts that begin with a prompt at position 0 and whose completions were cut at
+    24 sampled tokens (`simulate_preferences`), i.e. on text starts followed by an EOS. The kit's policy samples
+    within the same 64-token context, so only re-tokenisation makes its text longer (random tokens sampled at
+    temperature 10 decode to text that re-encodes into more tokens) and the cut drops a few tokens of such a tail.
+    A policy with a longer context (`--model gpt2`) can lose much more of a completion: a warning says so, once.
+    """
+    rows = [tokenizer(join_text(p, c))["input_ids"] for p, c in zip(prompts, completions)]
+    if max_len is not None and any(len(r) >= max_len for r in rows):
+        warnings.warn(f"the reward model reads at most {max_len} tokens: longer prompt + completion texts are "
+                      f"scored on their first {max_len - 1} tokens and the EOS", stacklevel=2)
+        rows = [r[:max_len - 1] for r in rows]
+    rows = [r + [tokenizer.eos_token_id] for r in rows]
     T = max(len(r) for r in rows)
     return torch.tensor([r + [tokenizer.pad_token_id] * (T - len(r)) for r in rows])
+
+
+def context_length(model) -> int:
+    """The most tokens the model reads: GPT-2's learned position table has this many rows."""
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if getattr(model.config, key, None):
+            return int(getattr(model.config, key))
+    raise ValueError(f"cannot tell the context length of {type(model).__name__} from its config")
 
 
 def raw_scores(model, input_ids: torch.Tensor) -> torch.Tensor:
@@ -133,9 +155,12 @@ def reward_scores(model, tokenizer, prompts: list[str], completions: list[str], 
                   normalise: bool = True) -> torch.Tensor:
     """r(x, y) - offset for each pair, float32 on CPU: (B,). The offset makes the mean on base-policy samples 0."""
     check_inputs(prompts, completions)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     was_training = model.training
     model.eval()
-    out = torch.cat([raw_scores(model, encode(tokenizer, prompts[i:i + batch_size], completions[i:i + batch_size]))
+    n = context_length(model)
+    out = torch.cat([raw_scores(model, encode(tokenizer, prompts[i:i + batch_size], completions[i:i + batch_size], n))
                      for i in range(0, len(prompts), batch_size)]).float().cpu()
     model.train(was_training)
     return out - float(getattr(model.config, "reward_offset", 0.0)) if normalise else out
@@ -165,7 +190,8 @@ def train_reward_model(pairs: list[dict], eval_pairs: list[dict] | None = None, 
             mb = [pairs[j] for j in order[i:i + batch_size]]
             b = len(mb)
             prompts = [r["prompt"] for r in mb] * 2
-            ids = encode(tokenizer, prompts, [r["chosen"] for r in mb] + [r["rejected"] for r in mb])  # (2b, T)
+            ids = encode(tokenizer, prompts, [r["chosen"] for r in mb] + [r["rejected"] for r in mb],
+                         context_length(model))  # (2b, T)
             r = raw_scores(model, ids)  # (2b,)
             margin = r[:b] - r[b:]  # r(x, y_w) - r(x, y_l): (b,)
             loss = -F.logsigmoid(margin).mean()  # Bradley-Terry negative log-likelihood
@@ -232,6 +258,8 @@ def load_eval_pairs(path: str | None = None) -> list[dict]:
 def load_reward_model(path: str | None = None):
     """(model, tokenizer) saved by `save_reward_model`, in eval mode on CPU; default: the committed asset."""
     from transformers import AutoTokenizer, GPT2ForSequenceClassification
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would print on every CLI run with --reward learned
     path = DEFAULT_DIR if path is None else str(path)
     if not Path(path, "config.json").exists():
         raise FileNotFoundError(f"no reward model at {path}; build it with `make reward-model`")

@@ -8,10 +8,14 @@ All rewards are cheap to build; the learned one loads its weights on first call.
     length      exp(-1/2 ((n - target)/width)^2) - 1, n = words          (-1, 0]
     composite   sum_k w_k * reward_k, w_k >= 0                          depends on the weights
     learned     Bradley-Terry reward model, mean 0 on base samples      unbounded (std ~ 1-3)
+
+Every parameter is checked when the reward is built, within bounds that keep every score finite in float32
+(|bonus|, weights, target and width at most MAX_PARAM = 1e6), and every text when it is scored (`check_inputs`).
 """
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Callable, Sequence
 
@@ -24,6 +28,10 @@ Reward = Callable[[list[str], list[str]], torch.Tensor]
 REWARD_NAMES = ("sentiment", "phrase", "length", "composite", "learned")
 
 DEFAULT_PHRASES = ("highly recommended", "a must see", "worth watching", "loved it")
+
+# Bound on every numeric reward parameter: far beyond any useful value, and small enough that a score built from it
+# stays finite in float32 (max ~3.4e38; e.g. weight 1e6 x phrase bonus 1e6 = 1e12).
+MAX_PARAM = 1e6
 
 
 class SentimentReward:
@@ -66,9 +74,7 @@ class PhraseReward:
         self.phrases = tuple(normalise_ending(p) for p in phrases)
         if not all(self.phrases):
             raise ValueError(f"phrases must each contain a word character, got {phrases!r}")
-        if not _is_number(bonus):
-            raise ValueError(f"bonus must be a finite number, got {bonus!r}")
-        self.bonus = float(bonus)
+        self.bonus = _number("bonus", bonus, -MAX_PARAM, MAX_PARAM)
 
     def matches(self, completion: str) -> bool:
         end = normalise_ending(completion)
@@ -92,11 +98,9 @@ class LengthReward:
     name = "length"
 
     def __init__(self, target: float = 12, width: float = 6):
-        if not _is_number(target) or target <= 0:
-            raise ValueError(f"target must be a number > 0, got {target!r}")
-        if not _is_number(width) or width <= 0:
-            raise ValueError(f"width must be a number > 0, got {width!r}")
-        self.target, self.width = float(target), float(width)
+        # bounds keep (n - target)/width finite in float32: a width of 1e-300 rounds to 0 there, and 0/0 is nan
+        self.target = _number("target", target, 0, MAX_PARAM, low_open=True)
+        self.width = _number("width", width, 1e-3, MAX_PARAM)
 
     def __call__(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         check_inputs(prompts, completions)
@@ -108,12 +112,17 @@ class LearnedReward:
     """The Bradley-Terry reward model of `rlhf_nb.reward_model` scoring prompt + completion; mean 0 on base samples.
 
     `path` is a folder written by `save_reward_model` (default: the committed `rlhf_nb/assets/reward-model/`).
-    The weights load on the first call, so building this is free.
+    The weights load on the first call, so building this is free. A text longer than the reward model's context
+    is scored on its start (see `reward_model.encode`).
     """
 
     name = "learned"
 
-    def __init__(self, path: str | None = None, batch_size: int = 64):
+    def __init__(self, path: str | os.PathLike | None = None, batch_size: int = 64):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"path must be a folder path (str) or None, got {type(path).__name__}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= 4096:
+            raise ValueError(f"batch_size must be an int in [1, 4096], got {batch_size!r}")
         self.path, self.batch_size = path, batch_size
         self._model = self._tokenizer = None
 
@@ -127,7 +136,13 @@ class LearnedReward:
         check_inputs(prompts, completions)
         from .reward_model import reward_scores
         self.load()
-        return reward_scores(self._model, self._tokenizer, prompts, completions, batch_size=self.batch_size)
+        scores = reward_scores(self._model, self._tokenizer, prompts, completions, batch_size=self.batch_size)
+        bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
+        if bad:  # finite weights cannot produce this; corrupt ones can, and a nan must never reach the advantages
+            raise RuntimeError(f"the reward model at {self.path or 'the default asset'} gave a non-finite score "
+                               f"({scores[bad[0]].item()}) for completions[{bad[0]}]: its weights are broken; "
+                               f"rebuild it with `make reward-model`")
+        return scores
 
 
 DEFAULT_WEIGHTS = {"sentiment": 1.0, "phrase": 0.5, "length": 0.5}
@@ -150,8 +165,7 @@ class CompositeReward:
         for k, w in weights.items():
             if k not in parts:
                 raise ValueError(f"weights has unknown reward {k!r}; allowed: {', '.join(parts)}")
-            if not _is_number(w) or w < 0:
-                raise ValueError(f"weights[{k!r}] must be a number >= 0, got {w!r}")
+            _number(f"weights[{k!r}]", w, 0, MAX_PARAM)
         if all(w == 0 for w in weights.values()):
             raise ValueError(f"weights must not all be zero, got {weights!r}")
         for k, v in kwargs.items():
@@ -181,5 +195,28 @@ def get_reward(name: str, **kwargs) -> Reward:
     return _CLASSES[name](**kwargs)
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _number(name: str, x, low: float, high: float, low_open: bool = False) -> float:
+    """x as a float, or ValueError naming it unless x is a real number in [low, high] (or (low, high])."""
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and \
+        (low < x if low_open else low <= x) and x <= high
+    if not ok:
+        raise ValueError(f"{name} must be a number in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}], got {x!r}")
+    return float(x)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}".replace("e+0", "e").replace("e-0", "e-")  # 1e+06 -> 1e6
+
+
+def reward_model_dir(name: str | None) -> str | None:
+    """RunConfig.reward_model as a folder: a path, or a name under rlhf_nb/assets (e.g. proxy-rm-1000); None stays None."""
+    if name is None:
+        return None
+    from pathlib import Path
+    assets = Path(__file__).resolve().parent / "assets"
+    for p in (Path(name), assets / name):
+        if (p / "config.json").is_file():
+            return str(p)
+    names = sorted(d.name for d in assets.iterdir()
+                   if (d / "config.json").is_file() and "reward_offset" in (d / "config.json").read_text())
+    raise FileNotFoundError(f"--reward_model must be a reward-model folder or one of {', '.join(names)}; got {name!r}")

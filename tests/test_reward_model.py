@@ -111,3 +111,54 @@ def test_learned_reward_loads_lazily_and_returns_a_batch():
     assert out[0] > out[1]
     with pytest.raises(FileNotFoundError):
         LearnedReward("/nonexistent")(["a"], ["b"])
+
+
+# ---- texts longer than the reward model's 64-token context (was: IndexError at step 1) ----
+
+LONG = " ".join(["wonderful"] * 40 + ["awful"] * 40)  # well over 64 tokens
+
+
+def test_encode_keeps_the_start_and_the_eos_within_the_context():
+    tok = rm.load_reward_model()[1]
+    full = rm.encode(tok, ["The film"], [LONG])  # (1, T), T > 64
+    assert full.shape[1] > 64
+    with pytest.warns(UserWarning, match="at most 64 tokens"):
+        cut = rm.encode(tok, ["The film", "The film"], [LONG, " was fine."], max_len=64)  # (2, 64)
+    assert cut.shape == (2, 64)
+    assert torch.equal(cut[0, :63], full[0, :63]) and cut[0, 63] == tok.eos_token_id  # the start, then the EOS
+    short = rm.encode(tok, ["The film"], [" was fine."])[0]  # short rows are untouched, only padded
+    assert torch.equal(cut[1, :len(short)], short) and (cut[1, len(short):] == tok.pad_token_id).all()
+
+
+def test_learned_reward_scores_a_text_longer_than_its_context():
+    model, tok = rm.load_reward_model()
+    assert rm.context_length(model) == 64
+    with pytest.warns(UserWarning, match="first 63 tokens"):
+        s = LearnedReward()(["The film", "The film"], [LONG, " was fine."])
+    assert torch.isfinite(s).all() and s.shape == (2,)
+    with torch.no_grad():  # the long text is scored exactly as its first 63 tokens + EOS
+        cut = rm.encode(tok, ["The film"], [LONG])[:, :64].clone()
+        cut[0, 63] = tok.eos_token_id
+        want = rm.raw_scores(model, cut)[0] - model.config.reward_offset
+    assert s[0].item() == pytest.approx(want.item(), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_learned_reward_at_temperature_10_trains_past_step_1():
+    """The issue's case: --reward learned --max_new_tokens 48 --temperature 10. Random tokens decode to text that
+    re-encodes into more than 64 tokens; step 1 raised IndexError in the reward model's position embedding."""
+    from rlhf_nb.config import RunConfig
+    from rlhf_nb.train import ppo_step, setup
+
+    s = setup(RunConfig(reward="learned", max_new_tokens=48, temperature=10.0, batch_size=16, seed=0, progress=False))
+    with pytest.warns(UserWarning, match="at most 64 tokens"):  # the case is really exercised
+        metrics, _ = ppo_step(s)
+    assert all(v == v for v in metrics.values()), metrics  # no nan anywhere
+
+
+def test_learned_reward_refuses_to_return_a_non_finite_score():
+    r = LearnedReward().load()
+    with torch.no_grad():
+        r._model.score.weight.fill_(float("nan"))  # corrupt weights: the one way a finite-parameter reward gets nan
+    with pytest.raises(RuntimeError, match=r"non-finite score .* completions\[0\]"):
+        r(["The film"], [" was fine."])

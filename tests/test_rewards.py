@@ -125,3 +125,54 @@ def test_bad_inputs_name_the_argument(name):
         r(["a", "b"], ["c", 3])
     with pytest.raises(ValueError, match="prompts"):
         r("a", ["c"])
+
+
+# ---- parameters are checked when a reward is built, so no score can be inf or nan ----
+
+@pytest.mark.parametrize("make, arg", [
+    (lambda: PhraseReward(bonus=1e308), "bonus"),                      # float32(1e308) = inf
+    (lambda: PhraseReward(bonus=-1e308), "bonus"),
+    (lambda: PhraseReward(bonus=1e6 + 1), "bonus"),
+    (lambda: PhraseReward(bonus="1"), "bonus"),
+    (lambda: CompositeReward({"sentiment": 1e308, "length": 1e308}), r"weights\['sentiment'\]"),  # inf - inf = nan
+    (lambda: CompositeReward({"sentiment": 1.0, "phrase": float("inf")}), r"weights\['phrase'\]"),
+    (lambda: LengthReward(target=1e308, width=1e308), "target"),      # (n - inf)/inf = nan
+    (lambda: LengthReward(width=1e-300), "width"),                    # rounds to 0 in float32: 0/0 = nan at n = target
+    (lambda: LearnedReward(batch_size=0), "batch_size"),              # was: range() arg 3 must not be zero
+    (lambda: LearnedReward(batch_size=-1), "batch_size"),
+    (lambda: LearnedReward(batch_size=2.5), "batch_size"),
+    (lambda: LearnedReward(batch_size=True), "batch_size"),
+    (lambda: LearnedReward(path=3), "path"),
+])
+def test_out_of_range_parameters_are_refused_at_construction(make, arg):
+    with pytest.raises(ValueError, match=arg):
+        make()
+
+
+@pytest.mark.parametrize("bonus", [-1e6, 1e6])
+@pytest.mark.parametrize("target, width", [(1e-9, 1e-3), (1e6, 1e-3), (1e6, 1e6), (1.0, 1e6)])
+def test_every_score_is_finite_at_the_parameter_bounds(bonus, target, width):
+    prompts = ["The film"] * 5
+    comps = ["", " highly recommended", " ".join(["good"] * 300), " was awful" * 50, " a must see!!!"]
+    weights = {"sentiment": 1e6, "phrase": 1e6, "length": 1e6}
+    rewards = [PhraseReward(bonus=bonus), LengthReward(target, width),
+               CompositeReward(weights, phrase={"bonus": bonus}, length={"target": target, "width": width})]
+    for r in rewards:
+        out = r(prompts, comps)
+        assert torch.isfinite(out).all(), (type(r).__name__, out)
+    assert rewards[0](prompts, comps)[1].item() == bonus  # the bound itself is allowed and exact in float32
+
+
+@pytest.mark.parametrize("name", ["sentiment", "phrase", "length", "composite", "learned"])
+def test_text_utf8_cannot_encode_is_one_value_error_naming_it(name):
+    """A lone surrogate (what a lossy decode can leave) used to reach the tokenizer and raise a TypeError there."""
+    r = get_reward(name, path="/nonexistent") if name == "learned" else get_reward(name)  # refused before loading
+    with pytest.raises(ValueError, match=r"completions\[1\] is not valid text: '\\ud800' at index 4"):
+        r(["a", "b"], [" ok", " ok \ud800 fine"])
+    with pytest.raises(ValueError, match=r"prompts\[0\] is not valid text"):
+        r(["\udfff"], [" ok"])
+
+
+@pytest.mark.parametrize("name", ["sentiment", "phrase", "length", "composite"])
+def test_valid_non_ascii_text_is_scored(name):
+    assert torch.isfinite(get_reward(name)(["Le film était"], [" très bien 👍 — 10/10"])).all()
