@@ -162,7 +162,8 @@ def check_preference_probability(answer: float, gold_a: float, gold_b: float, te
         raise _NotAttempted
     want = 1.0 / (1.0 + math.exp(-(gold_a - gold_b) / temperature))
     if not math.isclose(float(answer), want, abs_tol=1e-4):
-        return False, f"you said {float(answer):.4f}; σ(({gold_a} − {gold_b}) / {temperature}) = {want:.4f}"
+        return False, (f"you said {float(answer):.4f}; σ(({gold_a} − {gold_b}) / {temperature}) = {want:.4f} "
+                       "(give 4 decimals: the check accepts answers within 0.0001)")
     return True, f"σ((g_a − g_b)/T) = {want:.4f}: a larger gold gap, or a smaller T, makes the label less noisy"
 
 
