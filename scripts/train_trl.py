@@ -4,7 +4,9 @@
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/train_trl.py --algo grpo --model gpt2
 
 Needs the TRL extra: pip install -e .[trl]. Flags TRL has no counterpart for (GAE, value head, adaptive KL) are
-rejected when changed from their defaults; see rlhf_nb.bridges.trl.UNMAPPED and docs/trl_bridge.md.
+rejected when changed from their defaults; see rlhf_nb.bridges.trl.UNMAPPED and docs/trl_bridge.md. A mistake in
+the flags (a knob TRL lacks, --device cuda with no GPU, an --output_dir that is a file, an unreadable --model) is
+one line on stderr and exit status 2, before any model loads.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from rlhf_nb.config import ConfigError, RunConfig, build_parser  # noqa: E402
+from rlhf_nb.policy import pick_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print("note: --num_generations set to 4 (GRPO/RLOO need >= 2)", file=sys.stderr)
     try:
         cfg = RunConfig(**ns)
-    except ConfigError as e:
+        pick_device(cfg.device)  # --device cuda on a machine without one is refused, as by python -m rlhf_nb.train
+    except (ConfigError, ValueError) as e:
         parser.exit(2, f"error: {e}\n")
     defaults = RunConfig(advantage=algo, num_generations=cfg.num_generations)
     changed = [k for k in ("gamma", "lam", "vf_coef", "clip_range_value", "whiten_rewards", "kl_estimator",
@@ -42,11 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf_nb.bridges.trl import StepTimer, make_trl_trainer
 
     timer = StepTimer.make()
-    trainer = make_trl_trainer(cfg, algo=algo, output_dir=output_dir, callbacks=[timer])
+    try:  # the bridge checks knobs, device, model files and output folder first: a user's mistake is one line
+        trainer = make_trl_trainer(cfg, algo=algo, output_dir=output_dir, callbacks=[timer])
+    except (ValueError, OSError, ImportError) as e:
+        parser.exit(2, f"error: {e}\n")
     trainer.train()
     if trainer.accelerator.is_main_process:
         rewards = [log["reward"] for log in timer.logs if "reward" in log]
-        summary = {"algo": algo, "output_dir": trainer.args.output_dir, "optimizer_steps": trainer.state.global_step,
+        out = Path(trainer.args.output_dir)
+        kept = output_dir or cfg.run_name or (out.is_dir() and any(out.iterdir()))  # an empty temp one goes at exit
+        summary = {"algo": algo, "output_dir": str(out) if kept else None, "optimizer_steps": trainer.state.global_step,
                    "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None}
         print(json.dumps(summary))
     return 0

@@ -106,3 +106,87 @@ def test_position_fix_makes_trl_forward_agree_with_rlhf_nb_on_left_padding():
     plain_lp, fixed_lp = plain.gather(-1, tgt).squeeze(-1), fixed.gather(-1, tgt).squeeze(-1)
     assert (plain_lp[0] - ours[0])[m[0]].abs().max() > 1e-3  # the padded row is off without the fix
     assert torch.allclose(fixed_lp[m], ours[m], atol=1e-5)
+
+
+# ---- checks before anything is made, and no temp folder left behind ----
+
+@pytest.fixture
+def tmp_root(tmp_path, monkeypatch):
+    """tempfile's folder, so a test sees every temp folder the bridge makes."""
+    import tempfile
+
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_device_cuda_without_a_gpu_is_refused_not_run_on_the_cpu(monkeypatch, model_dir):
+    from rlhf_nb.bridges.trl import trl_config_kwargs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device cuda"):
+        trl_config_kwargs(_cfg(model_dir, "grpo", device="cuda"), "grpo", "unused")
+    assert trl_config_kwargs(_cfg(model_dir, "grpo", device="auto"), "grpo", "unused")["use_cpu"] is True
+
+
+def test_check_output_dir(tmp_path):
+    from rlhf_nb.bridges.trl import check_output_dir
+
+    assert check_output_dir(str(tmp_path)) is None  # existed: nothing created
+    assert check_output_dir(str(tmp_path / "a" / "b")) == tmp_path / "a"  # the outermost folder it made
+    (tmp_path / "f").write_text("x")
+    for bad, why in [(tmp_path / "f", "is a file"), (tmp_path / "f" / "sub", "is a file"), ("", "empty")]:
+        with pytest.raises(ValueError, match=why):
+            check_output_dir(str(bad))
+    if os.geteuid() != 0:  # root may write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="not writable"):
+            check_output_dir(str(ro / "x"))
+        assert not (ro / "x").exists()
+
+
+def test_a_failed_build_removes_the_folders_it_made(monkeypatch, model_dir, tmp_root, tmp_path):
+    trl = pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+    from rlhf_nb.bridges.trl import make_trl_trainer
+    from rlhf_nb.policy import load_policy
+
+    def boom(*a, **k):
+        raise RuntimeError("TRL failed while building")
+
+    monkeypatch.setattr(trl, "GRPOTrainer", boom)
+    model, tok = load_policy()
+    with pytest.raises(RuntimeError, match="TRL failed"):  # a model object: a temp model copy + a temp output folder
+        make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo", model=model, tokenizer=tok)
+    with pytest.raises(RuntimeError, match="TRL failed"):  # a new output folder, two levels deep
+        make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo", output_dir=str(tmp_path / "new" / "out"))
+    assert not any(tmp_root.iterdir()) and not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_temp_folders_go_with_the_trainer(model_dir, tmp_root):
+    pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+    import gc
+
+    from rlhf_nb.bridges.trl import make_trl_trainer
+    from rlhf_nb.policy import load_policy
+
+    model, tok = load_policy()
+    trainer = make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo", model=model, tokenizer=tok)
+    assert len(list(tmp_root.iterdir())) == 2  # the model copy TRL loads the reference from, and the output folder
+    del trainer
+    gc.collect()
+    assert not any(tmp_root.iterdir())
+
+
+def test_trl_has_no_ppo_any_more():
+    """docs/trl_bridge.md and UNMAPPED say TRL 1.16 has no PPO (deleted in TRL PR 7020): fail if that stops being true."""
+    trl = pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+    import importlib.util
+
+    from rlhf_nb.bridges.trl import UNMAPPED
+
+    assert not hasattr(trl, "PPOTrainer") and not hasattr(trl, "AutoModelForCausalLMWithValueHead")
+    assert importlib.util.find_spec("trl.experimental.ppo") is None
+    assert "no PPO" in UNMAPPED["advantage=gae"] and "experimental.ppo" not in UNMAPPED["advantage=gae"]

@@ -8,13 +8,18 @@ Optional extra: `pip install -e .[trl]` (trl, accelerate, datasets). TRL is impo
 
 KNOB_MAP says where each RunConfig field goes; UNMAPPED lists the fields TRL's GRPO/RLOO have no counterpart for.
 docs/trl_bridge.md explains every difference between the two implementations.
+
+There is no PPO here because TRL 1.16 has none: PPOTrainer moved to `trl.experimental.ppo` (TRL PR 4482) and was
+deleted with the value-head models (PR 7020, 2026-09). PPO with a value head is rlhf_nb's own `train.py`.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +27,7 @@ import torch
 
 from ..config import RunConfig
 from ..corpus import PROMPTS, get_prompts
-from ..policy import EMBEDDED, resolve_model_path
+from ..policy import EMBEDDED, model_context_length, pick_device, resolve_model_path
 from ..rewards import get_reward
 
 EXTRA_HINT = "pip install -e .[trl]"
@@ -73,7 +78,8 @@ UNMAPPED: dict[str, str] = {
     "kl_horizon": "only used by the adaptive controller",
     "save_every": "the bridge never saves (save_strategy='no'); use TRL's save_steps directly if you need it",
     "resume": "TRL resumes with trainer.train(resume_from_checkpoint=...) from its own checkpoints",
-    "advantage=gae": "PPO with a value head lives in trl.experimental.ppo, not in TRL's stable API; the bridge does not build it",
+    "advantage=gae": "TRL 1.16 has no PPO: PPOTrainer and the value-head models were deleted (PR 7020, 2026-09); "
+                     "rlhf_nb's own loop is the PPO-with-value-head path",
 }
 
 
@@ -163,7 +169,7 @@ def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: in
     if gen_batch % (cfg.num_minibatches * ws):
         raise ValueError(f"batch_size*num_generations = {gen_batch} must divide into num_minibatches*world_size = "
                          f"{cfg.num_minibatches}*{ws} equal per-device minibatches")
-    use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    use_cpu = pick_device(cfg.device).type == "cpu"  # --device cuda with no GPU is refused, not run on the CPU
     kw = dict(
         output_dir=output_dir,
         seed=cfg.seed,
@@ -217,6 +223,68 @@ def _save_model(model, tokenizer, folder: str) -> str:
     return folder
 
 
+def check_model(path: str) -> None:
+    """Raise one ValueError/OSError line unless `path` (a folder or hub id) has a readable config and, for a folder,
+    every safetensors file has a complete header (a truncated download fails here, not inside TRL)."""
+    from safetensors import SafetensorError, safe_open
+
+    model_context_length(path)  # the config alone: OSError naming the model if it is missing or unreachable
+    if not Path(path).is_dir():
+        return
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt"):  # parses the header, and checks the file holds every byte it lists
+                pass
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"--model {path}: {f.name} is not a readable safetensors file ({e}); "
+                             f"is it truncated? Copy or rebuild it") from None
+
+
+def _missing_top(folder: Path) -> Path | None:
+    """The outermost ancestor of `folder` (or itself) that does not exist yet: what makedirs would create."""
+    top = None
+    for p in (folder, *folder.parents):
+        if p.exists():
+            return top
+        top = p
+    return top
+
+
+def check_output_dir(output_dir: str) -> Path | None:
+    """Create `output_dir` if needed and prove it writable, or raise one ValueError naming it; return the outermost
+    folder this created (None if it existed), so a caller can remove it again if building the trainer fails."""
+    if not output_dir:
+        raise ValueError("--output_dir must be a folder path, got an empty string")
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output_dir {output_dir} exists and is a file, not a folder")
+    blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"--output_dir {output_dir}: {blocking} is a file, not a folder")
+    created = _missing_top(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        if created is not None:
+            _remove_empty_tree(created)
+        raise ValueError(f"--output_dir {output_dir} is not writable: {e.strerror or e}") from None
+    return created
+
+
+def _remove_empty_tree(top: Path | str | None) -> None:
+    """Remove `top` and the folders under it, bottom-up, as long as they hold no file (what a failed build left)."""
+    if top is None or not Path(top).is_dir():
+        return
+    for dirpath, _, _ in sorted(os.walk(top), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            return  # something was written there: keep it
+
+
 def positions_from_mask(model) -> None:
     """Make `model.forward` derive position_ids from attention_mask when the caller gives none.
 
@@ -251,45 +319,78 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
     fix_position_ids: patch the policy and reference so TRL's forward passes get mask-derived position ids
     (see `positions_from_mask`). On by default: without it, left-padded GPT-2 prompts are scored at shifted
     positions and TRL's KL spikes to hundreds of nats (measured: up to 953 per sequence in 15 steps; 0.18 with it).
+
+    Every check that can fail runs before a folder is made or a model loads: the knobs TRL lacks, the device, the
+    model's config and safetensors headers, the output folder; each fails with one ValueError/OSError line. Folders
+    made here are removed if building fails; the temp ones also when the trainer is garbage-collected or Python
+    exits (the output folder only if nothing was written there).
     """
     cfg.validate()
+    trl_config_kwargs(cfg, algo, "")  # refuses knobs TRL's trainer lacks and --device cuda without a GPU
     if cfg.model not in (None, "", EMBEDDED) and model is None:
         model = cfg.model
     path = resolve_model_path(model if isinstance(model, str) else None) if not hasattr(model, "save_pretrained") else None
+    if path is None and tokenizer is None:
+        raise ValueError("pass the tokenizer together with a loaded model object")
     if offline is None:
         offline = path is None or Path(path).is_dir()
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    if path is not None:
+        check_model(path)
+    if output_dir is None and cfg.run_name:
+        output_dir = str(Path(cfg.out) / cfg.run_name)
     trl = _require_trl()
     from transformers import AutoTokenizer
 
     torch.set_num_threads(cfg.threads)
-    if output_dir is None:
-        output_dir = (str(Path(cfg.out) / cfg.run_name) if cfg.run_name else tempfile.mkdtemp(prefix="rlhf_nb_trl_"))
-    if path is None:  # a loaded model object: save it so TRL can build the reference from the same weights
-        if tokenizer is None:
-            raise ValueError("pass the tokenizer together with a loaded model object")
-        path = _save_model(model, tokenizer, tempfile.mkdtemp(prefix="rlhf_nb_trl_model_"))
-    tok = tokenizer or AutoTokenizer.from_pretrained(path)
-    tok.padding_side = "left"  # generate() appends on the right, so prompts must end there
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    reward_fn = reward or get_reward(cfg.reward)
-    trl_reward = TRLReward(reward_fn, f"rlhf_nb_{cfg.reward}", cfg.missing_eos_penalty, tok.eos_token_id)
-    kw = trl_config_kwargs(cfg, algo, output_dir)
-    Config, Trainer = (trl.GRPOConfig, trl.GRPOTrainer) if algo == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)
-    args = Config(**kw)
-    cbs = list(callbacks or [])
-    if cfg.max_minutes is not None:
-        cbs.append(StepTimer.make(60 * cfg.max_minutes))
-    trainer = Trainer(model=path, reward_funcs=trl_reward, args=args, train_dataset=_prompt_dataset(cfg),
-                      processing_class=tok, callbacks=cbs)
+    made: list[str] = []  # folders made here: removed again if building fails
+    temp_out = temp_model = None
+    try:
+        if output_dir is None:
+            output_dir = temp_out = tempfile.mkdtemp(prefix="rlhf_nb_trl_")
+            made.append(temp_out)
+        else:
+            created = check_output_dir(output_dir)
+            if created is not None:
+                made.append(str(created))
+        if path is None:  # a loaded model object: save it so TRL can build the reference from the same weights
+            path = temp_model = tempfile.mkdtemp(prefix="rlhf_nb_trl_model_")
+            _save_model(model, tokenizer, temp_model)
+        tok = tokenizer or AutoTokenizer.from_pretrained(path)
+        tok.padding_side = "left"  # generate() appends on the right, so prompts must end there
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        reward_fn = reward or get_reward(cfg.reward)
+        trl_reward = TRLReward(reward_fn, f"rlhf_nb_{cfg.reward}", cfg.missing_eos_penalty, tok.eos_token_id)
+        kw = trl_config_kwargs(cfg, algo, output_dir)
+        Config, Trainer = (trl.GRPOConfig, trl.GRPOTrainer) if algo == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)
+        args = Config(**kw)
+        cbs = list(callbacks or [])
+        if cfg.max_minutes is not None:
+            cbs.append(StepTimer.make(60 * cfg.max_minutes))
+        trainer = Trainer(model=path, reward_funcs=trl_reward, args=args, train_dataset=_prompt_dataset(cfg),
+                          processing_class=tok, callbacks=cbs)
+    except BaseException:
+        if temp_model is not None:
+            shutil.rmtree(temp_model, ignore_errors=True)
+        for folder in made:
+            _remove_empty_tree(folder)
+        raise
+    # the model copy is ours alone; the output folder may hold what the user saved from the trainer: keep that
+    weakref.finalize(trainer, _cleanup_temp, temp_model, temp_out)
     if fix_position_ids:
         for m in (trainer.model, getattr(trainer, "ref_model", None)):
             if m is not None:
                 positions_from_mask(m)
     return trainer
+
+
+def _cleanup_temp(temp_model: str | None, temp_out: str | None) -> None:
+    if temp_model is not None:
+        shutil.rmtree(temp_model, ignore_errors=True)
+    _remove_empty_tree(temp_out)
 
 
 def mapped_values(cfg: RunConfig, trainer) -> dict[str, tuple[Any, Any]]:

@@ -1,0 +1,99 @@
+"""scripts/train_trl.py refuses a user's mistake in one line with exit status 2, before any model loads, and leaves
+no folder behind: --device cuda without a GPU, a knob TRL's RLOO lacks, an --output_dir that is a file, a truncated
+or empty --model."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "train_trl.py"
+SMALL = ["--steps_per_epoch", "1", "--epochs", "1", "--batch_size", "2", "--num_generations", "2",
+         "--max_new_tokens", "4", "--ppo_epochs", "1", "--num_minibatches", "1", "--no_progress"]
+
+pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("train_trl_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def tmp_root(tmp_path, monkeypatch):
+    """tempfile's folder, so a test can see every temp folder the bridge makes (and that none is left)."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def _broken_model(tmp_path: Path, model_dir: str, size: int | None) -> Path:
+    """A copy of the embedded model whose model.safetensors keeps only its first `size` bytes."""
+    dst = tmp_path / f"model_{size}"
+    shutil.copytree(model_dir, dst)
+    data = (dst / "model.safetensors").read_bytes()
+    (dst / "model.safetensors").write_bytes(data[:size])
+    return dst
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    main = _load_script().main
+    with pytest.raises(SystemExit) as e:
+        main(argv + SMALL)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2
+    err = [line for line in err if not line.startswith("note:")]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_device_cuda_without_a_gpu_is_refused(capsys, monkeypatch, tmp_root):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, even on a GPU box
+    assert "--device cuda" in _refused(capsys, ["--device", "cuda"])  # was: exit 0, trained on the CPU
+    assert not any(tmp_root.iterdir())
+
+
+def test_rloo_with_an_entropy_bonus_is_refused(capsys, tmp_root):
+    assert "--ent_coef must be 0 with --algo rloo" in _refused(capsys, ["--algo", "rloo", "--ent_coef", "0.1"])
+    assert not any(tmp_root.iterdir())  # was: a traceback and an empty /tmp/rlhf_nb_trl_* left behind
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_output_dir_that_is_a_file_is_refused(capsys, tmp_path, tmp_root, where):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    target = f if where == "file" else f / "sub"
+    line = _refused(capsys, ["--output_dir", str(target)])
+    assert "--output_dir" in line and "is a file" in line
+    assert not any(tmp_root.iterdir())
+
+
+@pytest.mark.parametrize("size", [1000, 100_000, 0])
+def test_truncated_or_empty_model_is_refused(capsys, tmp_path, tmp_root, model_dir, size):
+    bad = _broken_model(tmp_path, model_dir, size)
+    out = tmp_path / "new" / "out"  # a folder that does not exist yet: it must not be left behind either
+    line = _refused(capsys, ["--model", str(bad), "--output_dir", str(out)])
+    assert "--model" in line and "model.safetensors" in line and "truncated" in line
+    assert not (tmp_path / "new").exists() and not any(tmp_root.iterdir())
+
+
+def test_refusals_print_no_traceback_end_to_end(tmp_path):
+    """The real process: one line on stderr, exit 2 (CUDA hidden so the case holds on a GPU machine too)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path)}
+    res = subprocess.run([sys.executable, str(SCRIPT), "--algo", "rloo", "--device", "cuda", *SMALL],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and res.stderr.strip().splitlines() == [
+        "error: --device cuda was asked for but torch sees no CUDA device; use --device cpu or auto"]
+    assert not any(tmp_path.iterdir())
