@@ -10,6 +10,10 @@ NB_SANITIZE := tests/nbval_sanitize.cfg
 SMOKE_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(KL),--kl_coef $(KL)) $(if $(BATCH),--batch_size $(BATCH)) \
              $(if $(STEPS),--steps $(STEPS)) $(if $(REWARD),--reward $(REWARD))
 TRAIN_OUT ?= runs
+# an extra package index for torch, used only when set. On Linux (and WSL) torch from PyPI is the CUDA build (a few GB
+# of CUDA libraries); PyTorch's CPU index has the ~190 MB CPU wheel, which pip prefers (2.13.0+cpu sorts above 2.13.0):
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 export TOKENIZERS_PARALLELISM := false
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
@@ -21,12 +25,12 @@ help:  ## list the targets
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,trl]' 2>&1 | grep -v 'is ignored' || true
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c constraints.txt -e '.[dev,trl]' 2>&1 | grep -v 'is ignored' || true
 	@$(PY) -c "import rlhf_nb, torch, transformers, trl" || { echo "install failed"; exit 1; }
 	$(PY) -m ipykernel install --sys-prefix --name rlhf_nb --display-name "Python (rlhf_nb)" >/dev/null
 	@touch $@
 
-setup: $(STAMP)  ## create .venv and install the pinned set (constraints.txt)
+setup: $(STAMP)  ## create .venv and install the pinned set (constraints.txt; TORCH_INDEX= for torch's CPU wheels)
 
 smoke: $(STAMP)  ## run notebooks/00_smoke.ipynb with papermill into runs/run_*/ (SEED= KL= BATCH= STEPS= REWARD=)
 	$(PY) -m rlhf_nb.tools.smoke $(SMOKE_ARGS)
