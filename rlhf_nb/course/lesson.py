@@ -1,4 +1,5 @@
-"""The first cell of every notebook: `device = start(seed=0)` — seed, threads, quiet libraries, plot defaults."""
+"""The first cell of every notebook: `device = start(seed=0)` — seed, threads, quiet libraries, plot defaults, and a
+figure text that nbval can compare."""
 from __future__ import annotations
 
 import os
@@ -26,8 +27,32 @@ def start(seed: int = 0, device: str = "cpu") -> torch.device:
     import matplotlib
 
     matplotlib.rcParams.update({"figure.figsize": (7, 3.2), "figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
+    _figure_text_with_data()
     torch.set_printoptions(precision=4, sci_mode=False)
     seed_everything(seed)
     from ..policy import pick_device
 
     return pick_device(device)
+
+
+def _figure_text_with_data() -> None:
+    """Store each shown figure's text/plain as `<Figure 2 axes · data 3f2a9c1b04de>`, a hash of its data.
+
+    nbval skips image outputs (PNG bytes differ across machines), but it compares text/plain, and the inline
+    backend shows a figure with display(fig), so that text is stored beside every plot: a changed plot fails nbval."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:  # plain Python: nothing is displayed
+        return
+    from matplotlib.figure import Figure
+
+    from .plots import figure_text
+
+    try:  # importing the inline backend sets up IPython's figure formats and drops every printer for Figure, so
+        import matplotlib_inline.backend_inline  # noqa: F401  first let it do that, then register ours
+    except ImportError:
+        pass
+    ip.display_formatter.formatters["text/plain"].for_type(Figure, lambda fig, p, cycle: p.text(figure_text(fig)))

@@ -18,6 +18,8 @@ def plot_history(history: Sequence[dict], keys: Sequence[str] = ("objective/scor
         ax.plot(xs, [r.get(k) for r in history], marker=".", label=label)
         ax.set_title(k, fontsize=10)
         ax.set_xlabel("wall seconds" if x.startswith("time/") else x)
+        if x.startswith("time/"):
+            mark_timing(ax)
         if label:
             ax.legend(fontsize=8)
     if title:
@@ -193,6 +195,8 @@ def plot_comparison(runs: dict[str, list[dict[str, float]]], path: str | Path | 
         axes[0][col].set_title(f"mean sentiment score vs {xl.split()[0]}", fontsize=10)
         axes[1][col].set_title(f"KL per sequence vs {xl.split()[0]}", fontsize=10)
         axes[1][col].set_xlabel(xl)
+    for row in axes:
+        mark_timing(row[1])  # the wall-seconds column
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
@@ -200,3 +204,85 @@ def plot_comparison(runs: dict[str, list[dict[str, float]]], path: str | Path | 
         fig.savefig(path, dpi=90)
         plt.close(fig)
     return fig
+
+
+# ------------------------------------------------------------------ what nbval compares of a figure
+
+def _numbers(values) -> str:
+    """Values as text, 6 significant digits; a value below 1e-6 of the largest in its array counts as 0 (float noise)."""
+    import numpy as np
+
+    try:
+        a = np.ma.filled(np.ma.asarray(values, dtype=float), np.nan).ravel()
+    except (TypeError, ValueError):  # dates, strings: their text is stable as it is
+        return repr(np.asarray(values).ravel().tolist())
+    finite = np.isfinite(a)
+    top = float(np.abs(a[finite]).max()) if finite.any() else 0.0
+    a = np.where(finite & (np.abs(a) < 1e-6 * top), 0.0, a) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return ",".join(f"{v:.6g}" for v in a.tolist())
+
+
+def _fixed_ticklabels(axis) -> list[str]:
+    """Tick labels only where they are data (set by hand or categories): automatic ticks depend on the figure size."""
+    from matplotlib.category import StrCategoryLocator
+    from matplotlib.ticker import FixedLocator
+
+    if isinstance(axis.get_major_locator(), (FixedLocator, StrCategoryLocator)):
+        return [t.get_text() for t in axis.get_majorticklabels()]
+    return []
+
+
+TIMING = "rlhf_nb:timing-x"  # the gid of an axes whose x axis is wall-clock time
+
+
+def mark_timing(ax):
+    """Mark an axes whose x axis is wall-clock time: x changes every run, so `figure_fingerprint` hashes only y."""
+    ax.set_gid(TIMING)
+    return ax
+
+
+def figure_fingerprint(fig) -> str:
+    """12 hex digits of a hash of what the figure shows, not how it is rendered: each axes' lines, collections,
+    patches, images and texts in data coordinates (6 significant digits), limits, scales, titles, labels, legends and
+    hand-set tick labels. The same data gives the same hash at any size or dpi; a moved point changes it.
+    On an axes marked by `mark_timing` only the y coordinates count (its x is wall-clock seconds)."""
+    import hashlib
+
+    import numpy as np
+
+    parts = [f"suptitle {t.get_text()!r}" for t in fig.texts]
+    for ax in fig.axes:
+        timing = ax.get_gid() == TIMING
+
+        def xy(points):  # (N, 2) data coordinates -> the text hashed: y alone on a timing axes
+            points = np.asarray(points, dtype=float).reshape(-1, 2)
+            return _numbers(points[:, 1] if timing else points)
+
+        parts.append(f"axes {type(ax).__name__} title {[ax.get_title(loc) for loc in ('left', 'center', 'right')]!r} "
+                     f"x {ax.get_xlabel()!r} {ax.get_xscale()} {'wall-clock' if timing else _numbers(ax.get_xlim())} "
+                     f"{_fixed_ticklabels(ax.xaxis)!r} y {ax.get_ylabel()!r} {ax.get_yscale()} "
+                     f"{_numbers(ax.get_ylim())} {_fixed_ticklabels(ax.yaxis)!r}")
+        for line in ax.lines:
+            parts.append(f"line {line.get_label()!r} {xy(line.get_xydata())}")
+        for c in ax.collections:
+            array = c.get_array()
+            parts.append(f"{type(c).__name__} {c.get_label()!r} offsets {xy(c.get_offsets())} "
+                         f"paths {[xy(p.vertices) for p in c.get_paths()]} "
+                         f"array {_numbers(array) if array is not None else None}")
+        for p in ax.patches:  # bars, histogram bins, polygons: their corners in data coordinates
+            parts.append(f"{type(p).__name__} {xy(p.get_patch_transform().transform(p.get_path().vertices))}")
+        for im in ax.images:
+            parts.append(f"image {_numbers(im.get_array())} extent {_numbers(im.get_extent())}")
+        for t in ax.texts:
+            parts.append(f"text {t.get_text()!r} at {xy(t.get_position())}")
+        legend = ax.get_legend()
+        if legend is not None:
+            parts.append(f"legend {[t.get_text() for t in legend.get_texts()]!r}")
+    for legend in fig.legends:
+        parts.append(f"figure legend {[t.get_text() for t in legend.get_texts()]!r}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def figure_text(fig) -> str:
+    """The text/plain line a notebook stores for a figure (`rlhf_nb.course.start` registers it): nbval compares it."""
+    return f"<Figure {len(fig.axes)} axes · data {figure_fingerprint(fig)}>"
