@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import builtins
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -110,6 +111,11 @@ def test_position_fix_makes_trl_forward_agree_with_rlhf_nb_on_left_padding():
 
 # ---- checks before anything is made, and no temp folder left behind ----
 
+def _ours(root: Path) -> list[Path]:
+    """The bridge's temp folders under `root` (torch may keep a cache of its own there)."""
+    return [p for p in root.iterdir() if p.name.startswith("rlhf_nb_trl")]
+
+
 @pytest.fixture
 def tmp_root(tmp_path, monkeypatch):
     """tempfile's folder, so a test sees every temp folder the bridge makes."""
@@ -161,23 +167,25 @@ def test_a_failed_build_removes_the_folders_it_made(monkeypatch, model_dir, tmp_
         make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo", model=model, tokenizer=tok)
     with pytest.raises(RuntimeError, match="TRL failed"):  # a new output folder, two levels deep
         make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo", output_dir=str(tmp_path / "new" / "out"))
-    assert not any(tmp_root.iterdir()) and not (tmp_path / "new").exists()
+    assert not _ours(tmp_root) and not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
-def test_temp_folders_go_with_the_trainer(model_dir, tmp_root):
+def test_no_temp_folder_outlives_the_build(model_dir, tmp_root):
+    """TRL has loaded both models once the trainer exists and writes nothing with save_strategy='no': the model copy
+    and the empty output folder go at once, so even a killed process (nbval kills its kernels) leaves nothing."""
     pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
-    import gc
-
     from rlhf_nb.bridges.trl import make_trl_trainer
     from rlhf_nb.policy import load_policy
 
     model, tok = load_policy()
-    trainer = make_trl_trainer(_cfg(model_dir, "grpo"), algo="grpo", model=model, tokenizer=tok)
-    assert len(list(tmp_root.iterdir())) == 2  # the model copy TRL loads the reference from, and the output folder
-    del trainer
-    gc.collect()
-    assert not any(tmp_root.iterdir())
+    cfg = _cfg(model_dir, "grpo", steps_per_epoch=1, ppo_epochs=1, num_minibatches=1)
+    trainer = make_trl_trainer(cfg, algo="grpo", model=model, tokenizer=tok)
+    assert _ours(tmp_root) == []
+    trainer.train()  # trains without them
+    assert _ours(tmp_root) == [] and trainer.state.global_step == 1
+    trainer.save_model()  # saving makes the output folder again, and what it saved stays
+    assert _ours(tmp_root) and (Path(trainer.args.output_dir) / "model.safetensors").exists()
 
 
 def test_trl_has_no_ppo_any_more():

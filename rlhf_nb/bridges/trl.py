@@ -320,9 +320,9 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
     positions and TRL's KL spikes to hundreds of nats (measured: up to 953 per sequence in 15 steps; 0.18 with it).
 
     Every check that can fail runs before a folder is made or a model loads: the knobs TRL lacks, the device, the
-    model's config and safetensors headers, the output folder; each fails with one ValueError/OSError line. Folders
-    made here are removed if building fails; the temp ones also when the trainer is garbage-collected or Python
-    exits (the output folder only if nothing was written there).
+    model's config and safetensors headers, the output folder; each fails with one ValueError/OSError line. If
+    building fails, the folders made here are removed. Once built, the temp model copy (TRL has loaded both models)
+    and the still empty temp output folder are removed at once; saving from the trainer makes the folder again.
     """
     cfg.validate()
     trl_config_kwargs(cfg, algo, "")  # refuses knobs TRL's trainer lacks and --device cuda without a GPU
@@ -377,8 +377,11 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
         for folder in made:
             _remove_empty_tree(folder)
         raise
-    # the model copy is ours alone; the output folder may hold what the user saved from the trainer: keep that
-    weakref.finalize(trainer, _cleanup_temp, temp_model, temp_out)
+    # TRL has loaded policy and reference, so the model copy has served; Trainer made the output folder but writes
+    # nothing there (save_strategy="no") and makes it again if you save: remove both now, so that not even a
+    # killed process leaves them behind, and an empty output folder again when the trainer goes
+    _cleanup_temp(temp_model, temp_out)
+    weakref.finalize(trainer, _remove_empty_tree, temp_out)
     if fix_position_ids:
         for m in (trainer.model, getattr(trainer, "ref_model", None)):
             if m is not None:
