@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 from dataclasses import dataclass
@@ -37,10 +38,11 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 
 
 def from_pretrained(cls, name: str | None, **kwargs):
-    """cls.from_pretrained for 'embedded', a local folder, or a hub id (cache first); a clear error when no hub is there."""
+    """cls.from_pretrained for 'embedded', a local folder, or a hub id (cache first); one clear line when it fails."""
     path = resolve_model_path(name)
+    local = Path(path).is_dir()
     try:
-        if Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if local or os.environ.get("HF_HUB_OFFLINE") == "1":
             return cls.from_pretrained(path, **kwargs)
         try:
             return cls.from_pretrained(path, local_files_only=True, **kwargs)  # a filled cache needs no network
@@ -48,12 +50,46 @@ def from_pretrained(cls, name: str | None, **kwargs):
             if not _hub_reachable():
                 raise OSError(f"{path!r} is not a local folder, not in the Hugging Face cache, and no hub is reachable")
             return cls.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # safetensors, torch and transformers each raise their own types for a broken folder
+        if local:
+            why = _diagnose_model_folder(Path(path)) or _first_line(e)
+            raise OSError(f"could not load model {name!r}: {why}") from None
         raise OSError(
-            f"could not load model {name!r}: {str(e).splitlines()[0]}. "
+            f"could not load model {name!r}: {_first_line(e)}. "
             f"A hub id such as 'gpt2' needs a Hugging Face hub (network or a filled cache); "
             f"with no hub, use the embedded default: --model {EMBEDDED} ({_embedded_dir()})."
         ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _diagnose_model_folder(path: Path) -> str | None:
+    """Why a local model folder does not load, naming the file: a broken safetensors file, or weights whose shapes
+    do not fit config.json (transformers' own message only points at a report it logged)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shapes = {}
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt") as st:
+                shapes.update({k: (f, tuple(st.get_slice(k).get_shape())) for k in st.keys()})
+        except Exception as e:
+            return f"{f} is not a valid safetensors file, truncated or corrupted ({_first_line(e)})"
+    try:
+        with torch.device("meta"):  # the model's shapes from config.json, without allocating weights
+            want = {k: tuple(v.shape) for k, v in
+                    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)).state_dict().items()}
+    except Exception:
+        return None
+    for k, (f, shape) in shapes.items():
+        if k in want and want[k] != shape:
+            return (f"{f}: {k} has shape {shape}, but {path / 'config.json'} describes {want[k]} "
+                    f"(its n_embd / n_layer / vocab_size do not match the weights)")
+    return None
 
 
 def load_policy(name: str | None = EMBEDDED, device: str | torch.device = "cpu"):
@@ -65,6 +101,9 @@ def load_policy(name: str | None = EMBEDDED, device: str | torch.device = "cpu")
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar would clutter notebooks and logs
     tokenizer = from_pretrained(AutoTokenizer, name)
     model = from_pretrained(AutoModelForCausalLM, name)
+    for n, p in model.named_parameters():  # NaN weights would load fine and crash the first sample
+        if not torch.isfinite(p).all():
+            raise OSError(f"could not load model {name!r}: {n} holds {int((~torch.isfinite(p)).sum())} NaN/inf value(s)")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:  # e.g. gpt2 ships without one
         tokenizer.pad_token = tokenizer.eos_token
@@ -79,8 +118,11 @@ def model_context_length(name: str | None) -> int:
 
     cfg = from_pretrained(AutoConfig, name)
     for key in ("n_positions", "max_position_embeddings", "n_ctx"):
-        if getattr(cfg, key, None):
-            return int(getattr(cfg, key))
+        value = getattr(cfg, key, None)
+        if value:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OSError(f"could not load model {name!r}: its config.json has {key} = {value!r}, not a token count")
+            return value
     return 1024
 
 
@@ -115,9 +157,11 @@ class PolicyWithValue(nn.Module):
         self.lm = lm
         self.value_head = ValueHead(lm.config.hidden_size if hasattr(lm.config, "hidden_size") else lm.config.n_embd)
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, logits_to_keep: int = 0):
+        """(logits, values); logits_to_keep > 0: logits of the last that many columns only (values of all)."""
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
+                      position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True,
+                      **_keep_kwarg(self.lm, logits_to_keep))
         return out.logits, self.value_head(out.hidden_states[-1])
 
 
@@ -156,9 +200,22 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+@functools.lru_cache(maxsize=None)
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
 def _cache_kwarg(lm: nn.Module) -> str:
     """transformers >= 5.2x names the KV cache `cache`; older releases call it `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _forward_params(type(lm)) else "past_key_values"
+
+
+def _keep_kwarg(lm: nn.Module, logits_to_keep: int) -> dict:
+    """{'logits_to_keep': n}: the LM head runs on the last n columns only (n = 0: all, or a model without the option).
+
+    Each logit row is its own dot products, so the kept rows are the same numbers to the bit; only use it without
+    grad, since the head's weight gradient sums over rows and fewer rows would change that sum's rounding."""
+    return {"logits_to_keep": logits_to_keep} if logits_to_keep and "logits_to_keep" in _forward_params(type(lm)) else {}
 
 
 @torch.no_grad()
@@ -181,9 +238,11 @@ def sample(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
     cache_arg = _cache_kwarg(lm)
     for _ in range(max_new_tokens):
         pos = position_ids_from_mask(step_mask)[:, -step_ids.size(1):]
-        out = lm(input_ids=step_ids, attention_mask=step_mask, position_ids=pos, use_cache=True, **{cache_arg: past})
+        out = lm(input_ids=step_ids, attention_mask=step_mask, position_ids=pos, use_cache=True, **{cache_arg: past},
+                 **_keep_kwarg(lm, 1))  # only the last column is sampled from: no LM head over the prompt
         past = getattr(out, cache_arg, None)
-        logits = filter_logits(out.logits[:, -1, :].float() / temperature, top_k, top_p)  # (B, V)
+        logits = _scaled(out.logits[:, -1, :].float(), temperature)  # (B, V)
+        logits = filter_logits(logits, top_k, top_p)
         tok = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)  # (B,)
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         out_tokens.append(tok)
@@ -200,24 +259,34 @@ def sample(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
 
 
 def forward_tokens(model: nn.Module, rollout_ids: torch.Tensor, attention_mask: torch.Tensor, context_length: int,
-                   temperature: float = 1.0):
-    """Per completion token: log π(y_t | x, y_<t), entropy, and the value (None without a value head).
+                   temperature: float = 1.0, entropy: bool = True):
+    """Per completion token: log π(y_t | x, y_<t), entropy (None if entropy=False), and the value (None without a
+    value head).
 
-    Logits are divided by the sampling temperature, the same one used to sample (a classic bug is forgetting it)."""
+    Logits are divided by the sampling temperature, the same one used to sample (a classic bug is forgetting it).
+    entropy=False skips the entropy where nobody reads it (the reference; PPO epochs with no entropy bonus)."""
+    T = rollout_ids.size(1) - context_length
+    lm = model.lm if isinstance(model, PolicyWithValue) else model
+    keep = 0 if torch.is_grad_enabled() else T + 1  # without grad, no LM head over the prompt (see _keep_kwarg)
     if isinstance(model, PolicyWithValue):
-        logits, values = model(rollout_ids, attention_mask)
+        logits, values = model(rollout_ids, attention_mask, logits_to_keep=keep)
     else:
         logits = model(input_ids=rollout_ids, attention_mask=attention_mask,
-                       position_ids=position_ids_from_mask(attention_mask)).logits
+                       position_ids=position_ids_from_mask(attention_mask), **_keep_kwarg(lm, keep)).logits
         values = None
-    # the token at column t is predicted by the logits at column t-1
-    logits = logits[:, context_length - 1:-1, :].float() / temperature  # (B, T, V)
+    # the token at column t is predicted by the logits at column t-1: the last T+1 columns but the last
+    logits = _scaled(logits[:, -(T + 1):-1, :].float(), temperature)  # (B, T, V)
     targets = rollout_ids[:, context_length:]  # (B, T)
     logprobs = torch.gather(F.log_softmax(logits, dim=-1), -1, targets[..., None]).squeeze(-1)  # (B, T)
-    entropy = entropy_from_logits(logits)  # (B, T)
+    ent = entropy_from_logits(logits) if entropy else None  # (B, T)
     if values is not None:
         values = values[:, context_length - 1:-1]  # V(s_t) is read where token t is chosen
-    return logprobs, entropy, values
+    return logprobs, ent, values
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / T; at T = 1 the logits themselves (the same numbers, without a copy and its backward)."""
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
