@@ -13,14 +13,12 @@ import os as _os
 
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from .seeding import seed_everything  # noqa: E402
-
 __version__ = "0.1.0"
 
 # heavy modules load on first use, so `import rlhf_nb` stays fast
-_LAZY = {"load_policy": "policy", "sample": "policy", "get_reward": "rewards", "REWARD_NAMES": "rewards",
-         "RunConfig": "config", "PROMPTS": "corpus"}
-__all__ = ["seed_everything", "__version__", *_LAZY]
+_LAZY = {"seed_everything": "seeding", "load_policy": "policy", "sample": "policy", "get_reward": "rewards",
+         "REWARD_NAMES": "rewards", "RunConfig": "config", "PROMPTS": "corpus"}
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,9 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -12,6 +15,10 @@ REWARD_CHOICES = ("sentiment", "phrase", "length", "composite", "learned")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 ADVANTAGE_CHOICES = ("gae", "grpo", "rloo")
 KL_ESTIMATOR_CHOICES = ("k1", "k2", "k3")
+# flags that may change when resuming (how long and where to run); everything else must match the checkpoint
+RESUME_OVERRIDABLE = ("epochs", "steps_per_epoch", "max_minutes", "out", "run_name", "save_every", "progress",
+                      "device", "log_samples", "resume", "threads")
+RUN_NAME_MAX_BYTES = 200  # file systems allow 255 per name; leave room for the _N suffix of a taken name
 
 
 class ConfigError(ValueError):
@@ -120,6 +127,10 @@ class RunConfig:
                               "reward that GAE discounts)")
         if self.adaptive_kl and self.kl_coef == 0:
             raise ConfigError("--kl_coef must be > 0 with --adaptive_kl (the controller multiplies it), got 0")
+        if not self.out or "\0" in self.out:
+            raise ConfigError(f"--out must be a folder path, got {self.out!r}")
+        if self.run_name is not None:
+            _check_run_name(self.run_name)
         return self
 
     @property
@@ -160,6 +171,35 @@ def _range(m: dict) -> str:
     return f" in [{m['lo']:g}, {hi_s}]"
 
 
+def _check_run_name(name: str) -> None:
+    """One plain folder name, so the run folder is always inside --out (no a/b, ../x, /abs, '.')."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0") or os.path.isabs(name):
+        raise ConfigError(f"--run_name must be a plain folder name inside --out (no '/', not '.' or '..'), got {name!r}")
+    n = len(name.encode("utf-8", "surrogateescape"))
+    if n > RUN_NAME_MAX_BYTES:
+        raise ConfigError(f"--run_name must be at most {RUN_NAME_MAX_BYTES} bytes long (a folder name; a _N suffix "
+                          f"may be added), got {n}")
+
+
+def check_output_writable(out: str | os.PathLike) -> None:
+    """--out must be a folder this process can create run folders in; checked before any model loads.
+
+    Probes by creating (and removing) a temporary folder in the nearest existing ancestor: permission bits alone
+    miss read-only mounts for root and pseudo file systems like /proc."""
+    path = os.path.abspath(os.fspath(out))
+    anc = path
+    while not os.path.lexists(anc):
+        anc = os.path.dirname(anc)
+    if not os.path.isdir(anc):
+        what = "is a file, not a folder" if anc == path else f"is under {anc!r}, which is a file"
+        raise ConfigError(f"--out {os.fspath(out)!r} {what}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".rlhf_nb-probe-", dir=anc))
+    except OSError as e:
+        raise ConfigError(f"--out {os.fspath(out)!r} is not writable: cannot create a folder in {anc!r} "
+                          f"({e.strerror or e})") from None
+
+
 def _parse_bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"):
         return True
@@ -174,30 +214,86 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {message} (see --help)\n")
 
+    def _print_message(self, message: str, file=None) -> None:
+        try:
+            super()._print_message(message, file)
+            (file or sys.stderr).flush()
+        except BrokenPipeError:  # `--help | head -1`: the reader left; drop the rest quietly
+            silence(file or sys.stderr)
 
-def build_parser(prog: str = "python -m rlhf_nb.train") -> argparse.ArgumentParser:
-    """An argparse parser with one flag per RunConfig field: names, defaults and help come from the dataclass."""
+
+def build_parser(prog: str = "python -m rlhf_nb.train", only_given: bool = False) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per RunConfig field: names, defaults and help come from the dataclass.
+
+    Flags must be spelled in full (`--batch 8` is an error, not --batch_size). With only_given, the namespace holds
+    just the flags on the command line, as argparse read them (how --resume tells what the user changed)."""
     p = _OneLineParser(prog=prog, description="Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       epilog=EXIT_STATUS_HELP, formatter_class=_HelpFormatter, allow_abbrev=False)
     for f in fields(RunConfig):
         m, typ, flag = f.metadata, _base_type(f), f"--{f.name}"
+        default = argparse.SUPPRESS if only_given else f.default
         help_ = m["help"] + (_range(m) if m["lo"] is not None else "")
         if typ is bool:
-            p.add_argument(flag, nargs="?", const=True, default=f.default, type=_parse_bool, help=help_)
-            p.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
+            p.add_argument(flag, nargs="?", const=True, default=default, type=_parse_bool, help=help_)
+            p.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", default=default, help=argparse.SUPPRESS)
         else:
             conv = {int: int, float: float, str: str}[typ]
             # choices are checked by RunConfig.validate (one message style for CLI, notebooks and papermill)
             metavar = "{" + ",".join(m["choices"]) + "}" if m["choices"] else None
-            p.add_argument(flag, type=conv, default=f.default, metavar=metavar, help=help_)
+            p.add_argument(flag, type=conv, default=default, metavar=metavar, help=help_)
     return p
 
 
+EXIT_STATUS_HELP = """exit status: 0 done; 2 a bad flag, model or checkpoint (before any work); 74 a checkpoint or log could not
+be written (disk full...; the line says which checkpoint to resume from); 75 stopped by --max_minutes (on purpose,
+resumable: EX_TEMPFAIL, 'try again'); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), after
+writing final/."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag's help; the exit-status epilog keeps its line breaks."""
+
+
+def silence(stream=None) -> None:
+    """The reader of a stream went away (`| head`, a closed terminal): send the rest of stdout (or `stream`) to
+    devnull, so neither a later write nor the flush at exit raises BrokenPipeError."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), (stream or sys.stdout).fileno())
+    except (OSError, ValueError):  # no real file descriptor (e.g. captured by pytest): nothing to redirect
+        pass
+
+
 def config_from_args(argv: list[str] | None = None) -> RunConfig:
-    """Parse CLI flags into a validated RunConfig; a bad value exits with one line naming the flag."""
+    """The CLI's one way from flags to a validated RunConfig; a bad value exits with one line naming the flag.
+
+    With --resume, the checkpoint's config is taken and only the flags in RESUME_OVERRIDABLE may change; the
+    flags given are read from the parser (not from argv text), so `--resu`/`--epoch` spellings cannot slip by."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = build_parser()
     ns = p.parse_args(argv)
     try:
-        return RunConfig(**vars(ns))
+        if ns.resume is None:
+            return RunConfig(**vars(ns))
+        return _resume_config(vars(build_parser(only_given=True).parse_args(argv)))
     except ConfigError as e:
         p.exit(2, f"error: {e}\n")
+
+
+def _resume_config(given: dict[str, Any]) -> RunConfig:
+    from .checkpoints import CheckpointError, read_trainer_state  # the checkpoint format lives there
+
+    try:
+        state = read_trainer_state(given["resume"])
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    saved = state["config"]
+    for k, v in sorted(given.items()):
+        if k not in RESUME_OVERRIDABLE and v != saved[k]:
+            raise ConfigError(f"--{k} cannot change on --resume (checkpoint has {saved[k]!r}); "
+                              f"only {', '.join('--' + x for x in RESUME_OVERRIDABLE)} may")
+    cfg = RunConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}})
+    if cfg.total_steps <= state["step"]:
+        raise ConfigError(f"--epochs: the checkpoint is at step {state['step']} and --epochs {cfg.epochs} x "
+                          f"--steps_per_epoch {cfg.steps_per_epoch} = {cfg.total_steps} steps; nothing is left to "
+                          f"train (pass a larger --epochs to continue)")
+    return cfg

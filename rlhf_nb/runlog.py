@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .config import silence
 
 WALL_TIME_PREFIXES = ("time/",)  # fields that change between identical runs
 
@@ -20,8 +23,10 @@ def default_runs_dir() -> Path:
 def new_run_dir(parent: str | Path = "runs", name: str | None = None) -> Path:
     """Create runs/run_YYYYMMDD_HHMMSS/ (or `name`); an existing folder is never reused: a suffix _1, _2… is added."""
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
     base = name or time.strftime("run_%Y%m%d_%H%M%S")
+    if Path(base).name != base or base in (".", ".."):  # RunConfig checks --run_name; this guards other callers
+        raise ValueError(f"run folder name must be a plain folder name inside {parent}, got {base!r}")
+    parent.mkdir(parents=True, exist_ok=True)
     for i in range(10_000):
         path = parent / (base if i == 0 else f"{base}_{i}")
         try:
@@ -49,6 +54,11 @@ def _clean(v: Any) -> Any:
     return v
 
 
+class _FileHandler(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # a failed write (disk full) is the run's to report in one line, not a "Logging error" dump
+
+
 class RunLogger:
     """Writes logs/train.jsonl, logs/train.log, tb/ and samples.jsonl inside a run folder."""
 
@@ -60,7 +70,7 @@ class RunLogger:
         self.log = logging.getLogger(f"rlhf_nb.run.{self.run_dir.resolve()}")
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
-        fh = logging.FileHandler(self.run_dir / "logs" / "train.log")
+        fh = _FileHandler(self.run_dir / "logs" / "train.log")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.addHandler(fh)
         if console:
@@ -91,11 +101,48 @@ class RunLogger:
     def info(self, msg: str) -> None:
         self.log.info(msg)
 
-    def close(self) -> None:
-        self._jsonl.close()
-        self._samples.close()
-        if self._tb is not None:
-            self._tb.close()
+    def close(self, quiet: bool = False, msg: str | None = None) -> None:
+        """Close every file; with quiet (a run stopping on a failed write), log `msg` if possible and raise nothing."""
+        closers = [lambda: msg and self.log.error(msg), self._jsonl.close, self._samples.close]
+        closers += [self._tb.close] if self._tb is not None else []
         for h in list(self.log.handlers):
-            h.close()
-            self.log.removeHandler(h)
+            closers += [h.close, lambda h=h: self.log.removeHandler(h)]
+        for close in closers:
+            try:
+                close()
+            except OSError:
+                if not quiet:
+                    raise
+
+
+class Progress:
+    """A tqdm bar on stderr that never stops a run: a closed terminal (SIGHUP) or a reader that left
+    (`2>&1 | head`) just turns it off."""
+
+    def __init__(self, on: bool, total: int, initial: int = 0):
+        self.bar = None
+        if on:
+            from tqdm.auto import tqdm
+
+            try:
+                self.bar = tqdm(total=total, initial=initial, desc="rlhf", unit="step", dynamic_ncols=True)
+            except OSError:  # it draws once when made
+                silence(sys.stderr)
+
+    def update(self, metrics: dict[str, float]) -> None:
+        self._do(lambda b: (b.update(1), b.set_postfix(reward=f"{metrics['objective/scores']:.3f}",
+                                                          kl=f"{metrics['objective/kl']:.3f}")))
+
+    def close(self) -> None:
+        self._do(lambda b: b.close())
+        self.bar = None
+
+    def _do(self, fn) -> None:
+        if self.bar is None:
+            return
+        try:
+            fn(self.bar)
+        except OSError:
+            self.bar.disable = True  # tqdm's own close (also at garbage collection) then writes nothing
+            self.bar = None
+            silence(sys.stderr)  # what is still buffered would fail again at exit (and make the status 120)

@@ -5,30 +5,44 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+if __name__ == "__main__":  # `python -m rlhf_nb.train`: a Ctrl-C while torch imports (seconds) ends in one line too
+    def _interrupted_while_importing(signum, frame):
+        os.write(2, b"\ninterrupted during start-up: nothing was trained or written\n")
+        os._exit(130)
 
-from .advantages import compute_gae, group_advantages, per_token_rewards, whiten_advantages, whiten_rewards
-from .checkpoints import load_checkpoint, save_checkpoint
-from .config import ConfigError, RunConfig, build_parser
+    signal.signal(signal.SIGINT, _interrupted_while_importing)
+
+import torch  # noqa: E402 (the guard above must run first)
+
+from .advantages import compute_gae, group_advantages, per_token_rewards, whiten_advantages, whiten_rewards  # noqa: E402
+from .checkpoints import (CheckpointError, CheckpointWriteError, checkpoint_bytes, describe_write_error,  # noqa: E402
+                          load_checkpoint, save_checkpoint)
+from .config import RESUME_OVERRIDABLE, ConfigError, RunConfig, check_output_writable, config_from_args, silence  # noqa: E402,F401
 from .corpus import PROMPTS
+from .diagnostics import Diagnostics
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate, kl_k1
 from .masking import masked_mean
 from .policy import PolicyWithValue, forward_tokens, load_policy, make_reference, model_context_length, pick_device, sample
 from .ppo import PPOBatch, explained_variance, ppo_update
 from .rewards import get_reward
-from .runlog import RunLogger, new_run_dir
+from .runlog import Progress, RunLogger, new_run_dir
 from .seeding import seed_everything
 
-# flags that may change when resuming (how long and where to run); everything else must match the checkpoint
-RESUME_OVERRIDABLE = ("epochs", "steps_per_epoch", "max_minutes", "out", "run_name", "save_every", "progress",
-                      "device", "log_samples", "resume", "threads")
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+EXIT_BAD_INPUT = 2  # a bad flag, model or checkpoint, refused before any work
+EXIT_WRITE_FAILED = 74  # EX_IOERR (sysexits.h): a checkpoint or log could not be written (disk full…)
+EXIT_STOPPED = 75  # EX_TEMPFAIL: --max_minutes stopped the run on purpose; resuming finishes it
+RESUME_WARN = ("threads", "device")  # may change on --resume, but then the continuation is not bit-for-bit
 
 
 @dataclass
@@ -52,6 +66,9 @@ def check_config_against_model(cfg: RunConfig) -> None:
     """Checks that need the model's config (cheap, no weights): the completion must fit the context."""
     ctx = model_context_length(cfg.model)
     longest_prompt = 16  # the kit's prompts are a few words; hub tokenizers may split them into more pieces
+    if ctx <= longest_prompt:
+        raise ConfigError(f"--model {cfg.model!r} has a context of {ctx} tokens; the kit needs at least "
+                          f"{longest_prompt + 1} ({longest_prompt} for the prompt + 1 new token)")
     if cfg.max_new_tokens > ctx - longest_prompt:
         raise ConfigError(f"--max_new_tokens must be in [1, {ctx - longest_prompt}] for model {cfg.model!r} "
                           f"(context {ctx} tokens minus room for the prompt), got {cfg.max_new_tokens}")
@@ -186,7 +203,24 @@ class TrainResult:
     history: list[dict[str, float]]
     run_dir: Path | None
     state: TrainState
-    stopped_early: str | None = None
+    stopped_early: str | None = None  # why the run stopped before its last step, if it did
+    stop_signal: int | None = None  # the first SIGINT/SIGTERM/SIGHUP received, if any
+    last_checkpoint: Path | None = None  # where to resume from: final/ once it is written
+
+    @property
+    def exit_code(self) -> int:
+        """0 done; 128 + N after signal N (what a shell reports for it); EXIT_STOPPED after --max_minutes."""
+        if self.stop_signal:
+            return 128 + self.stop_signal
+        return EXIT_STOPPED if self.stopped_early else 0
+
+
+class RunWriteError(OSError):
+    """The run folder could not be written (disk full…); the message says where the run can resume from."""
+
+
+class RunAborted(KeyboardInterrupt):
+    """A second Ctrl-C abandoned a step half-way; the message says where the run can resume from."""
 
 
 def _trainer_state(s: TrainState) -> dict[str, Any]:
@@ -197,93 +231,193 @@ def _checkpoint(s: TrainState, path: Path) -> Path:
     return save_checkpoint(path, s.policy, s.tokenizer, s.optimizer, s.generators, _trainer_state(s))
 
 
+def resume(s: TrainState, path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint into s (weights, optimizer, RNG streams, β, step); CheckpointError names a bad file."""
+    saved = load_checkpoint(path, s.policy, s.optimizer, s.generators, s.device)
+    try:
+        s.kl_ctl.load_state_dict(saved["kl_ctl"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{Path(path) / 'trainer_state.json'}: kl_ctl is malformed ({e})") from None
+    s.step = saved["step"]
+    if s.step >= s.cfg.total_steps:
+        raise ConfigError(f"--epochs: the checkpoint is at step {s.step} and the run has {s.cfg.total_steps} steps; "
+                          f"nothing is left to train (pass a larger --epochs to continue)")
+    return saved
+
+
 def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = None, write_run: bool = True,
           state: TrainState | None = None, run_dir: str | Path | None = None) -> TrainResult:
-    """Run cfg.total_steps RLHF steps (or until --max_minutes).
+    """Run cfg.total_steps RLHF steps (or until --max_minutes or a signal).
 
     With write_run, writes the standard run folder: a fresh one under cfg.out, or `run_dir` if given
-    (an existing folder made by new_run_dir, e.g. by `make smoke` for its notebook)."""
+    (an existing folder made by new_run_dir, e.g. by `make smoke` for its notebook). SIGINT/SIGTERM/SIGHUP then
+    finish the step and write final/; they stay caught until final/ is in place (see _install_signal_handlers)."""
+    if write_run and run_dir is None:
+        check_output_writable(cfg.out)  # before the model loads
     s = state or setup(cfg)
-    start_step = 0
+    last = None  # (checkpoint, step) the run can resume from
     if cfg.resume:
-        saved = load_checkpoint(cfg.resume, s.policy, s.optimizer, s.generators, s.device)
-        s.step = start_step = saved["step"]
-        s.kl_ctl.load_state_dict(saved["kl_ctl"])
-    logger = None
-    if not write_run:
-        run_dir = None
-    elif run_dir is not None:
-        run_dir = Path(run_dir)
-        if (run_dir / "logs").exists():
-            raise FileExistsError(f"run_dir {run_dir} already holds a run; pass a fresh folder (never overwritten)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir = new_run_dir(cfg.out, cfg.run_name)
+        saved = resume(s, cfg.resume)
+        last = (Path(cfg.resume), s.step)
+    start_step = s.step
     if write_run:
-        (run_dir / "config.json").write_text(cfg.to_json())
-        logger = RunLogger(run_dir)
-        logger.info(f"run {run_dir} config {json.dumps(cfg.to_dict(), sort_keys=True)}")
-        if cfg.resume:
-            logger.info(f"resumed from {cfg.resume} at step {start_step}")
-    stop = {"why": None}
+        _check_free_space(Path(run_dir or cfg.out), s)
+    # shared with the signal handler; in_step: only then may a second Ctrl-C abandon the step, never during a write
+    stop, logger, history = {"why": None, "signum": None, "in_step": False}, None, []
     handlers = _install_signal_handlers(stop) if write_run else {}
-    history: list[dict[str, float]] = []
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.total_steps, initial=start_step, desc="rlhf", unit="step", dynamic_ncols=True)
+    bar = Progress(cfg.progress, cfg.total_steps, start_step)
+    diag = Diagnostics(cfg)  # live checks for the tell-tale signs of a broken run (docs/troubleshooting.md)
     t_start = time.perf_counter()
     try:
-        while s.step < cfg.total_steps:
-            metrics, samples = ppo_step(s)
+        if write_run:
+            run_dir, logger = _open_run(cfg, run_dir)
+            if cfg.resume:
+                _log(logger, last, start_step, f"resumed from {cfg.resume} at step {start_step}")
+                for k in RESUME_WARN:
+                    if getattr(cfg, k) != saved["config"][k]:
+                        msg = (f"warning: --{k} {getattr(cfg, k)!r} differs from the checkpoint's {saved['config'][k]!r}: "
+                               f"the run continues, but not bit-for-bit as it would have without the stop")
+                        _say(msg)
+                        _log(logger, last, start_step, msg)
+        while s.step < cfg.total_steps and not stop["why"]:
+            stop["in_step"] = True
+            try:
+                metrics, samples = ppo_step(s)
+            except KeyboardInterrupt:
+                if logger is None:
+                    raise
+                raise RunAborted(_abandoned(s, logger, last)) from None
+            finally:
+                stop["in_step"] = False
             metrics["time/elapsed_s"] = time.perf_counter() - t_start
             history.append({"step": s.step, **metrics})
+            for line in diag.update(s.step, metrics):  # one line per kind of trouble, once per run
+                print(line, file=sys.stderr)
+                if logger:
+                    _log(logger, last, s.step, line)
             if logger:
-                logger.metrics(s.step, metrics)
-                logger.samples(s.step, samples["prompts"], samples["completions"], samples["scores"])
-                logger.info(f"step {s.step} reward {metrics['objective/scores']:.4f} kl {metrics['objective/kl']:.4f}")
+                _log(logger, last, s.step, metrics=metrics, samples=samples)
                 if cfg.save_every and s.step % cfg.save_every == 0:
-                    _checkpoint(s, run_dir / "checkpoints" / f"step_{s.step}")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(reward=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+                    last = _save(s, run_dir / "checkpoints" / f"step_{s.step}", logger, last)
+            bar.update(metrics)
             if callback is not None:
                 callback(s.step, metrics, samples)
             if cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes:
-                stop["why"] = f"--max_minutes {cfg.max_minutes} reached"
-            if stop["why"]:
-                break
+                stop["why"] = stop["why"] or f"--max_minutes {cfg.max_minutes} reached"
+        bar.close()
+        if logger:
+            last = _save(s, run_dir / "final", logger, last)  # signals are still caught: a Ctrl-C now waits for it
+            if s.step < cfg.total_steps:
+                _log(logger, last, s.step, f"stopped at step {s.step}: {stop['why']}. Resume with: "
+                                           f"python -m rlhf_nb.train --resume {last[0]}")
+            logger.close()
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         _restore_signal_handlers(handlers)
-    if logger:
-        final = _checkpoint(s, run_dir / "final")
-        if stop["why"]:
-            logger.info(f"stopped at step {s.step}: {stop['why']}. Resume with: "
-                        f"python -m rlhf_nb.train --resume {final}")
-        logger.close()
-    return TrainResult(history, run_dir, s, stop["why"])
+    return TrainResult(history, run_dir, s, stop["why"] if s.step < cfg.total_steps else None, stop["signum"],
+                       last[0] if last else None)
+
+
+def _open_run(cfg: RunConfig, run_dir: str | Path | None) -> tuple[Path, RunLogger]:
+    """A fresh run folder (or the given empty one) with config.json and its logger."""
+    try:
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            if (run_dir / "logs").exists():
+                raise FileExistsError(f"run_dir {run_dir} already holds a run; pass a fresh folder (never overwritten)")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            run_dir = new_run_dir(cfg.out, cfg.run_name)
+        (run_dir / "config.json").write_text(cfg.to_json())
+        logger = RunLogger(run_dir)
+        logger.info(f"run {run_dir} config {json.dumps(cfg.to_dict(), sort_keys=True)}")
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise RunWriteError(f"could not create the run folder under {cfg.out}: {describe_write_error(e, Path(cfg.out))}"
+                            ) from None
+    return run_dir, logger
+
+
+def _check_free_space(where: Path, s: TrainState) -> None:
+    """Refuse to start when not even one checkpoint fits: every step would be lost at the end."""
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return
+    need = checkpoint_bytes(s.policy, s.optimizer)
+    if free < need:
+        raise ConfigError(f"--out {str(where)!r} has {free / 2**20:.1f} MB free, but one checkpoint of this model needs "
+                          f"about {need / 2**20:.1f} MB; free some space or pick another --out")
+
+
+def _resume_hint(last: tuple[Path, int] | None) -> str:
+    if last is None:
+        return "No checkpoint was written, so there is nothing to resume from (--save_every N writes periodic ones)."
+    return f"The last checkpoint is step {last[1]}; resume with: python -m rlhf_nb.train --resume {last[0]}"
+
+
+def _save(s: TrainState, path: Path, logger: RunLogger, last: tuple[Path, int] | None) -> tuple[Path, int]:
+    """Write a checkpoint; on failure (disk full…) stop the run with one line that says where to resume from."""
+    try:
+        return _checkpoint(s, path), s.step
+    except CheckpointWriteError as e:
+        msg = f"{e}. The run stopped at step {s.step}. {_resume_hint(last)}"
+        logger.close(quiet=True, msg=msg)
+        raise RunWriteError(msg) from None
+
+
+def _log(logger: RunLogger, last: tuple[Path, int] | None, step: int, info: str | None = None,
+         metrics: dict | None = None, samples: dict | None = None) -> None:
+    """Write to the run's logs; a failed write (disk full…) stops the run like a failed checkpoint."""
+    try:
+        if metrics is not None:
+            logger.metrics(step, metrics)
+            logger.samples(step, samples["prompts"], samples["completions"], samples["scores"])
+            info = f"step {step} reward {metrics['objective/scores']:.4f} kl {metrics['objective/kl']:.4f}"
+        logger.info(info)
+    except OSError as e:
+        msg = (f"could not write the run's logs in {logger.run_dir}: {describe_write_error(e, logger.run_dir)}. "
+               f"The run stopped at step {step}. {_resume_hint(last)}")
+        logger.close(quiet=True, msg=msg)
+        raise RunWriteError(msg) from None
+
+
+def _abandoned(s: TrainState, logger: RunLogger, last: tuple[Path, int] | None) -> str:
+    msg = f"Ctrl-C again: abandoned step {s.step + 1} half-way; nothing of it is saved. {_resume_hint(last)}"
+    logger.close(quiet=True, msg=msg)
+    return msg
+
+
+def _say(msg: str) -> None:
+    """One line on stderr that never raises: safe in a signal handler and after a closed terminal (SIGHUP)."""
+    try:
+        os.write(2, (msg + "\n").encode())
+    except OSError:
+        pass
 
 
 def _install_signal_handlers(stop: dict) -> dict:
-    """SIGINT/SIGTERM finish the current step, write final/, and say how to resume; a second SIGINT aborts."""
-    import threading
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) finish the current step, write final/, and say how to resume.
 
+    They stay caught until final/ is in place, so no signal ever interrupts a checkpoint write. A second Ctrl-C
+    during a step abandons that step (its half-updated state is never saved); during a write it waits for it."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def handler(signum, frame):
-        if stop["why"] and signum == signal.SIGINT:
+        name = signal.Signals(signum).name
+        if stop.get("signum") is None:
+            stop["signum"], stop["why"] = signum, stop["why"] or f"{name} received"
+            _say(f"\n{name}: stopping after this step and writing final/ (Ctrl-C again abandons the step)")
+        elif signum == signal.SIGINT and stop.get("in_step"):
             raise KeyboardInterrupt
-        stop["why"] = f"{signal.Signals(signum).name} received"
-        print(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint…", file=sys.stderr)
+        else:
+            _say(f"\n{name}: already stopping; a checkpoint being written is completed first")
 
-    old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.signal(sig, handler)
-    return old
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
 
 def _restore_signal_handlers(old: dict) -> None:
@@ -291,42 +425,52 @@ def _restore_signal_handlers(old: dict) -> None:
         signal.signal(sig, h)
 
 
-def config_for_resume(argv: list[str]) -> RunConfig:
-    """--resume takes the checkpoint's config; only the flags in RESUME_OVERRIDABLE may change."""
-    parser = build_parser()
-    given = {k: v for k, v in vars(parser.parse_args(argv)).items()
-             if any(a == f"--{k}" or a.startswith(f"--{k}=") or a == f"--no_{k}" for a in argv)}
-    ckpt = Path(given["resume"])
-    state_file = ckpt / "trainer_state.json"
-    if not state_file.is_file():
-        raise ConfigError(f"--resume must be a checkpoint folder (…/checkpoints/step_N or …/final), got {str(ckpt)!r}")
-    saved = json.loads(state_file.read_text())["config"]
-    for k, v in given.items():
-        if k not in RESUME_OVERRIDABLE and v != saved.get(k):
-            raise ConfigError(f"--{k} cannot change on --resume (checkpoint has {saved.get(k)!r}); "
-                              f"only {', '.join('--' + x for x in RESUME_OVERRIDABLE)} may")
-    return RunConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}})
+def _out(*lines: str) -> None:
+    """Print to stdout; a reader that went away (`| head -1`) is not an error: the run's own status stands."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence(sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The CLI. Exit status: 0 done, 2 bad input, 74 a write failed, 75 --max_minutes, 128 + N signal N (--help)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the import-time guard's job is done
+    res = None
     try:
-        if any(a == "--resume" or a.startswith("--resume=") for a in argv):
-            cfg = config_for_resume(argv)
-        else:
-            cfg = RunConfig(**vars(build_parser().parse_args(argv)))
-        state = setup(cfg)
-    except (ConfigError, ValueError, OSError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    res = train(cfg, state=state)
-    last = res.history[-1] if res.history else {}
-    print(f"run folder: {res.run_dir}")
-    if last:
-        print(f"step {last['step']}: objective/scores {last['objective/scores']:.4f}  objective/kl {last['objective/kl']:.4f}")
-    if res.stopped_early:
-        print(f"stopped early ({res.stopped_early}); resume with: python -m rlhf_nb.train --resume {res.run_dir / 'final'}")
-    return 0
+        cfg = config_from_args(argv)  # a bad flag or --resume checkpoint: one line, exit 2
+        try:
+            check_output_writable(cfg.out)
+            state = setup(cfg)
+            res = train(cfg, state=state)
+        except RunWriteError as e:
+            _say(f"error: {e}")
+            return EXIT_WRITE_FAILED
+        except (ConfigError, ValueError, OSError) as e:  # CheckpointError is a ValueError
+            _say(f"error: {e}")
+            return EXIT_BAD_INPUT
+        last = res.history[-1] if res.history else {}
+        lines = [f"run folder: {res.run_dir}"]
+        if last:
+            lines.append(f"step {last['step']}: objective/scores {last['objective/scores']:.4f}  "
+                         f"objective/kl {last['objective/kl']:.4f}")
+        if res.stopped_early:
+            lines.append(f"stopped early ({res.stopped_early}); resume with: python -m rlhf_nb.train --resume "
+                         f"{res.last_checkpoint}")
+        elif res.stop_signal:
+            lines.append(f"{signal.Signals(res.stop_signal).name} arrived as the run finished; final/ is complete")
+        _out(*lines)
+        return res.exit_code
+    except RunAborted as e:
+        _say(str(e))
+        return 128 + signal.SIGINT
+    except KeyboardInterrupt:  # before train() caught signals (loading the model), or after it let go of them
+        if res is None:
+            _say("interrupted during start-up: nothing was trained or written")
+        return res.exit_code if res is not None and res.exit_code else 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

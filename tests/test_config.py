@@ -61,3 +61,46 @@ def test_unknown_keys_are_refused():
 def test_round_trip_through_dict():
     cfg = RunConfig(seed=3, kl_coef=0.2)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_flags_must_be_spelled_in_full(capsys):
+    for argv in (["--batch", "8"], ["--epoch", "3"], ["--resu", "x"]):
+        with pytest.raises(SystemExit) as e:
+            config_from_args(argv)
+        assert e.value.code == 2 and f"unrecognized arguments: {argv[0]}" in capsys.readouterr().err
+
+
+def test_only_given_reads_the_flags_from_the_parser_not_the_text():
+    given = vars(build_parser(only_given=True).parse_args(["--batch_size=8", "--no_progress", "--seed", "3"]))
+    assert given == {"batch_size": 8, "progress": False, "seed": 3}
+
+
+@pytest.mark.parametrize("changes, flag", [
+    ({"out": ""}, "--out"),
+    ({"run_name": "a/b"}, "--run_name"),
+    ({"run_name": "../x"}, "--run_name"),
+    ({"run_name": "/tmp/x"}, "--run_name"),
+    ({"run_name": "."}, "--run_name"),
+    ({"run_name": ".."}, "--run_name"),
+    ({"run_name": ""}, "--run_name"),
+    ({"run_name": "é" * 101}, "--run_name"),  # 202 bytes
+])
+def test_output_names_that_would_leave_out_are_refused(changes, flag):
+    with pytest.raises(ConfigError) as e:
+        RunConfig(**changes)
+    assert str(e.value).startswith(flag)
+
+
+def test_a_plain_run_name_is_fine():
+    assert RunConfig(run_name="my_run-2.b").run_name == "my_run-2.b"
+
+
+def test_output_folder_probe(tmp_path):
+    from rlhf_nb.config import check_output_writable
+
+    check_output_writable(tmp_path / "new" / "deeper")  # creatable: fine, and nothing is left behind
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    for out, says in ((tmp_path / "f", "is a file"), (tmp_path / "f" / "x", "which is a file")):
+        with pytest.raises(ConfigError, match=says):
+            check_output_writable(out)
