@@ -29,6 +29,7 @@ from .checkpoints import (CheckpointError, CheckpointWriteError, checkpoint_byte
                           load_checkpoint, save_checkpoint)
 from .config import RESUME_OVERRIDABLE, ConfigError, RunConfig, check_output_writable, config_from_args, silence  # noqa: E402,F401
 from .corpus import PROMPTS
+from .diagnostics import Diagnostics
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate, kl_k1
 from .masking import masked_mean
 from .policy import PolicyWithValue, forward_tokens, load_policy, make_reference, model_context_length, pick_device, sample
@@ -265,6 +266,7 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
     stop, logger, history = {"why": None, "signum": None, "in_step": False}, None, []
     handlers = _install_signal_handlers(stop) if write_run else {}
     bar = Progress(cfg.progress, cfg.total_steps, start_step)
+    diag = Diagnostics(cfg)  # live checks for the tell-tale signs of a broken run (docs/troubleshooting.md)
     t_start = time.perf_counter()
     try:
         if write_run:
@@ -289,6 +291,10 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
                 stop["in_step"] = False
             metrics["time/elapsed_s"] = time.perf_counter() - t_start
             history.append({"step": s.step, **metrics})
+            for line in diag.update(s.step, metrics):  # one line per kind of trouble, once per run
+                print(line, file=sys.stderr)
+                if logger:
+                    _log(logger, last, s.step, line)
             if logger:
                 _log(logger, last, s.step, metrics=metrics, samples=samples)
                 if cfg.save_every and s.step % cfg.save_every == 0:

@@ -1,0 +1,264 @@
+"""Failure switches: run the RLHF loop with one thing deliberately wrong, for the length of a `with` block.
+
+    with faults.inject("topk_logprob_mismatch"):
+        broken = train(cfg, write_run=False)
+    healthy = train(cfg, write_run=False)          # same cfg, same seed: the only difference is the fault
+
+Each switch patches one piece of the package (as pytest's monkeypatch does) and puts it back on exit, so
+`RunConfig` and the production path carry no traps. Every fault is one that people hit in real runs; `FAULTS`
+names the issue-tracker threads, the metric that gives it away and the section of docs/troubleshooting.md that
+explains it. Lesson 10 reproduces each one against the healthy run with the same seed.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+from unittest import mock
+
+import torch
+
+from . import policy as _policy
+from . import ppo as _ppo
+from . import train as _train
+from .kl import FixedKLController, kl_estimate
+from .masking import masked_mean
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One deliberate bug: how to switch it on, where people met it, and which logged metric flags it."""
+
+    name: str
+    patch: Callable[..., contextlib.AbstractContextManager]  # patch(**params) -> context manager
+    reference: str  # the issue-tracker threads where people hit it
+    metric: str  # the logged metric that moves first
+    section: str  # anchor in docs/troubleshooting.md
+    demo: dict[str, Any] = field(default_factory=dict)  # RunConfig overrides under which the lesson shows it
+
+
+# ------------------------------------------------------------------ the patches
+
+@contextlib.contextmanager
+def _topk_logprob_mismatch(top_k: int = 5) -> Iterator[None]:
+    """Sample from the top-k tokens only, but score log-probs (policy and reference) on the full distribution."""
+    real = _train.sample
+
+    def sample_top_k(model, tokenizer, prompts, max_new_tokens, temperature=1.0, cfg_top_k=0, top_p=1.0, generator=None):
+        return real(model, tokenizer, prompts, max_new_tokens, temperature, cfg_top_k or top_k, top_p, generator=generator)
+
+    with mock.patch.object(_train, "sample", sample_top_k):
+        yield
+
+
+def _mask_out_eos(ro: _policy.Rollout, eos_id: int) -> _policy.Rollout:
+    """The completion mask with every EOS set to 0, as when EOS doubles as the pad token and padding is masked."""
+    is_eos = ro.responses == eos_id  # (B, T)
+    only_token = ro.completion_mask.sum(1, keepdim=True) == 1  # a bare EOS keeps its one token (else no token holds the score)
+    ro.completion_mask = torch.where(is_eos & ~only_token, torch.zeros_like(ro.completion_mask), ro.completion_mask)
+    return ro
+
+
+@contextlib.contextmanager
+def _pad_is_eos() -> Iterator[None]:
+    """pad = EOS: the EOS token is treated as padding, so it is masked out of every loss and never trained."""
+    real = _train.sample
+
+    def sample_eos_as_pad(model, tokenizer, *args, **kwargs):
+        return _mask_out_eos(real(model, tokenizer, *args, **kwargs), tokenizer.eos_token_id)
+
+    with mock.patch.object(_train, "sample", sample_eos_as_pad):
+        yield
+
+
+def _positions_ignoring_padding(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2, … for every column: what a model assumes when it is given no position ids."""
+    B, L = attention_mask.shape
+    return torch.arange(L, device=attention_mask.device).expand(B, L)
+
+
+@contextlib.contextmanager
+def _no_position_ids() -> Iterator[None]:
+    """Score log-probs without position ids: a left-padded prompt is read at shifted positions.
+    Sampling keeps the right positions (as generate() does), so rollout and scoring see different models."""
+    real = _policy.forward_tokens
+
+    @functools.wraps(real)
+    def forward_without_positions(*args, **kwargs):
+        with mock.patch.object(_policy, "position_ids_from_mask", _positions_ignoring_padding):
+            return real(*args, **kwargs)
+
+    with mock.patch.object(_train, "forward_tokens", forward_without_positions), \
+            mock.patch.object(_ppo, "forward_tokens", forward_without_positions):
+        yield
+
+
+def _patch_setup(edit: Callable[[_train.TrainState], None]) -> contextlib.AbstractContextManager:
+    """Wrap train.setup so that `edit` changes the freshly built state (policy, optimizer, reward, β)."""
+    real = _train.setup
+
+    def setup_with_fault(cfg):
+        s = real(cfg)
+        edit(s)
+        return s
+
+    return mock.patch.object(_train, "setup", setup_with_fault)
+
+
+def _dropout_on(p: float = 0.1) -> contextlib.AbstractContextManager:
+    """The policy left in train mode with dropout p (GPT-2's checkpoints ship with 0.1); the reference stays in eval."""
+    def edit(s):
+        for m in s.policy.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = p
+        s.policy.train()
+
+    return _patch_setup(edit)
+
+
+def k1_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+            bias_correction: bool = True) -> torch.Tensor:
+    """The broken KL loss term: token mean of k1 = log π_θ − log ρ on tokens sampled from π_θ (zero-mean gradient)."""
+    return masked_mean(kl_estimate(logp_new, ref_logp, "k1"), mask)
+
+
+@contextlib.contextmanager
+def _k1_in_loss() -> Iterator[None]:
+    """--kl_in_loss with k1 instead of k3: the term's value is the KL, its gradient is zero in expectation."""
+    with mock.patch.object(_ppo, "kl_penalty_loss", k1_loss):
+        yield
+
+
+def _lr_x30(factor: float = 30.0) -> contextlib.AbstractContextManager:
+    """The optimizer's learning rate multiplied by `factor` (a misplaced zero, or an SFT learning rate reused)."""
+    def edit(s):
+        for g in s.optimizer.param_groups:
+            g["lr"] *= factor
+
+    return _patch_setup(edit)
+
+
+def _reward_hacking() -> contextlib.AbstractContextManager:
+    """Nothing holds the policy near the reference: β = 0 and no entropy bonus, on a reward with a shortcut."""
+    def edit(s):
+        s.kl_ctl = FixedKLController(0.0)
+        s.cfg = s.cfg.replace(ent_coef=0.0)
+
+    return _patch_setup(edit)
+
+
+def _same_score_in_group() -> contextlib.AbstractContextManager:
+    """Every completion of a prompt gets the same score (its group's mean): a reward that cannot tell them apart."""
+    def edit(s):
+        real, k = s.reward_fn, s.cfg.num_generations
+
+        def group_mean_reward(prompts, completions):
+            scores = real(prompts, completions)
+            return scores.view(-1, k).mean(1, keepdim=True).expand(-1, k).reshape(-1)  # (B,)
+
+        s.reward_fn = group_mean_reward
+
+    return _patch_setup(edit)
+
+
+# ------------------------------------------------------------------ the catalogue
+
+TINY = dict(device="cpu", batch_size=8, max_new_tokens=8, steps_per_epoch=10, progress=False)  # seconds per run
+GRPO_AS_TRL = dict(advantage="grpo", num_generations=4, kl_in_loss=True, learning_rate=1e-3, ppo_epochs=1,
+                   num_minibatches=1)  # lesson 07's TRL-matched GRPO
+
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    Fault("topk_logprob_mismatch", _topk_logprob_mismatch, "huggingface/trl#925, #1857 (TRL's FAQ: negative KL)",
+          "objective/kl", "negative-kl", {}),
+    Fault("pad_is_eos", _pad_is_eos, "huggingface/trl#1623", "rollout/completion_len",
+          "completions-never-stop", {}),
+    Fault("no_position_ids", _no_position_ids, "huggingface/trl#469, #6800; OpenRLHF#217", "loss/kl",
+          "kl-spike", GRPO_AS_TRL),
+    Fault("dropout_on", _dropout_on, "huggingface/trl#925, #1005 (negative KL only with PEFT: LoRA dropout)",
+          "policy/ratio", "policy-and-reference-disagree-at-step-1", {"learning_rate": 1e-8}),
+    Fault("k1_in_loss", _k1_in_loss, "Schulman, 'Approximating KL Divergence'; huggingface/trl#2703", "objective/kl",
+          "kl-runaway", {**GRPO_AS_TRL, "kl_coef": 2.0, "steps_per_epoch": 15}),
+    Fault("lr_x30", _lr_x30, "verl#5953; huggingface/trl#3893", "policy/approx_kl", "update-too-large", {}),
+    Fault("reward_hacking", _reward_hacking, "open-r1#373", "objective/scores_std", "reward-hacking",
+          {"reward": "length", "max_new_tokens": 16, "learning_rate": 1e-3, "kl_coef": 0.3, "steps_per_epoch": 15}),
+    Fault("grpo_same_scores", _same_score_in_group, "huggingface/trl#3452, #2703", "policy/grad_norm",
+          "zero-advantages", {"advantage": "grpo", "num_generations": 4, "steps_per_epoch": 6}),
+)}
+
+
+def get(name: str) -> Fault:
+    """The fault called `name`; a ValueError lists the known ones."""
+    if name not in FAULTS:
+        raise ValueError(f"fault must be one of {', '.join(FAULTS)}; got {name!r}")
+    return FAULTS[name]
+
+
+def demo_config(name: str, seed: int = 0, **overrides: Any):
+    """The tiny RunConfig under which fault `name` is shown (its healthy twin is the same config, no fault)."""
+    from .config import RunConfig
+
+    return RunConfig(**{**TINY, **get(name).demo, "seed": seed, **overrides})
+
+
+@contextlib.contextmanager
+def inject(name: str, **params: Any) -> Iterator[Fault]:
+    """Switch fault `name` on (with its optional `params`, e.g. top_k=5) until the block ends."""
+    fault = get(name)
+    with fault.patch(**params):
+        yield fault
+
+
+# ------------------------------------------------------------------ runs and measurements the lesson and tests share
+
+@dataclass
+class FaultRun:
+    """One short run: per-step metrics, the trainer's warning lines, and the last step's samples."""
+
+    history: list[dict[str, float]]
+    warnings: list[str]
+    samples: dict[str, list]
+
+    def column(self, key: str) -> list[float]:
+        return [r[key] for r in self.history]
+
+
+def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **params: Any) -> FaultRun:
+    """train(cfg) with `fault` switched on when given; nothing written to disk, the trainer's warnings captured.
+
+    reward_fn: a reward to use instead of the one cfg.reward names."""
+    from .diagnostics import PREFIX
+
+    err, last = io.StringIO(), {}
+    with contextlib.ExitStack() as stack:
+        if reward_fn is not None:
+            stack.enter_context(mock.patch.object(_train, "get_reward", lambda name: reward_fn))
+        if fault:
+            stack.enter_context(inject(fault, **params))
+        with contextlib.redirect_stderr(err):
+            history = _train.train(cfg, write_run=False, callback=lambda step, m, s: last.update(s)).history
+    warnings = [line for line in err.getvalue().splitlines() if line.startswith(PREFIX)]
+    return FaultRun(history, warnings, last)
+
+
+def expected_kl_loss_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Exact E_{y~π}[∇_z kl(y)] for a categorical π = softmax(z): what a KL-in-the-loss term pulls on average.
+
+    The sampled token y is held fixed inside the loss (as in training), so this is Σ_y π(y)·∇_z kl_est(y). For k1 it
+    is Σ_y π(y)·∇ log π(y) = ∇ Σ_y π(y) = 0: k1 in the loss pulls nowhere. For k3 it is ∇_z KL(ρ‖π) ≠ 0."""
+    z = logits.detach().clone().requires_grad_(True)
+    logp, ref_logp = torch.log_softmax(z, -1), torch.log_softmax(ref_logits.detach(), -1)  # (V,)
+    per_token = kl_estimate(logp, ref_logp, estimator)  # (V,): the loss if token y were the sample
+    (torch.softmax(z, -1).detach() * per_token).sum().backward()
+    return z.grad
+
+
+def logged_kl(logits: torch.Tensor, ref_logits: torch.Tensor, top_k: int = 0) -> float:
+    """Exact expectation of the logged k1, E_{y~q}[log π(y) − log ρ(y)], when y is drawn from q = top-k(π).
+
+    top_k=0 samples from π itself and gives KL(π‖ρ) ≥ 0; any other sampler gives a number that is not a KL
+    (negative when π has spread mass onto tokens the sampler never picks)."""
+    logp, ref_logp = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits, -1)  # (V,)
+    q = torch.softmax(_policy.filter_logits(logits, top_k=top_k), -1)  # (V,) the sampler
+    return float((q * (logp - ref_logp)).sum())

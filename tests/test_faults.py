@@ -1,0 +1,124 @@
+"""Each failure switch against the healthy run with the same seed: the flagging metric moves the documented way.
+
+Tiny runs (8 prompts, 8 new tokens, a few steps); the healthy twin is the same RunConfig without the fault.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf_nb import faults, policy, ppo
+from rlhf_nb import train as train_mod
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pair(name: str, **overrides):
+    cfg = faults.demo_config(name, **overrides)
+    return faults.run(cfg), faults.run(cfg, name)
+
+
+def test_every_fault_is_documented_and_restored():
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
+    before = (train_mod.sample, train_mod.setup, train_mod.forward_tokens, ppo.forward_tokens, ppo.kl_penalty_loss,
+              policy.position_ids_from_mask)
+    for name, f in faults.FAULTS.items():
+        assert f"`{name}`" in text, f"{name} is not in docs/troubleshooting.md"
+        assert f.reference and f.metric
+        with faults.inject(name):
+            pass
+    after = (train_mod.sample, train_mod.setup, train_mod.forward_tokens, ppo.forward_tokens, ppo.kl_penalty_loss,
+             policy.position_ids_from_mask)
+    assert before == after  # every patch is undone when the block ends
+    with pytest.raises(ValueError, match="fault must be one of"):
+        faults.get("nope")
+
+
+def test_topk_sampling_makes_the_logged_kl_something_else():
+    # exact: a policy that spread its mass reads negative under top-k, a sharpened one reads too high
+    ref = torch.randn(30, generator=torch.Generator().manual_seed(0)) * 2
+    flat, sharp = ref / 1.5, ref * 1.5
+    assert faults.logged_kl(flat, ref) > 0 and faults.logged_kl(sharp, ref) > 0  # the true KL(π‖ρ)
+    assert faults.logged_kl(flat, ref, top_k=5) < 0
+    assert faults.logged_kl(sharp, ref, top_k=5) > faults.logged_kl(sharp, ref)
+    # in the loop, top-k samples the tokens the policy raised: the logged KL reads higher than the healthy run's
+    healthy, broken = pair("topk_logprob_mismatch")
+    assert healthy.column("objective/kl")[0] == broken.column("objective/kl")[0] == 0.0  # π = ρ at step 1
+    assert statistics.mean(broken.column("objective/kl")[1:]) > statistics.mean(healthy.column("objective/kl")[1:]) + 0.3
+
+
+def test_pad_is_eos_takes_the_eos_out_of_the_loss():
+    healthy, broken = pair("pad_is_eos", steps_per_epoch=1)
+    h, b = healthy.history[0], broken.history[0]
+    assert h["rollout/eos_frac"] == b["rollout/eos_frac"] > 0  # the same samples ...
+    # ... but every completion that stopped has one token fewer in the mask: its EOS gets no gradient
+    assert b["rollout/completion_len"] == pytest.approx(h["rollout/completion_len"] - h["rollout/eos_frac"])
+
+
+def test_mask_out_eos_keeps_a_bare_eos():
+    eos, pad = 0, 1
+    ro = policy.Rollout(torch.tensor([[5, 7, eos, pad], [5, eos, pad, pad]]), torch.ones(2, 4, dtype=torch.long), 1,
+                        torch.tensor([[1, 1, 0], [1, 0, 0]]), ["a", "b"], ["x", ""], torch.tensor([True, True]))
+    out = faults._mask_out_eos(ro, eos)
+    assert out.completion_mask.tolist() == [[1, 0, 0], [1, 0, 0]]  # row 2 is a bare EOS: it keeps its one token
+
+
+def test_missing_position_ids_spike_the_k3_kl_and_turn_k1_negative():
+    healthy, broken = pair("no_position_ids", steps_per_epoch=4)
+    assert max(healthy.column("loss/kl")) < 0.1
+    assert max(broken.column("loss/kl")) > 50  # TRL's GRPO logs this k3 mean: the 953-nat spike the kit found
+    assert min(healthy.column("objective/kl")) > -0.1
+    assert statistics.mean(broken.column("objective/kl")[1:]) < -0.3
+    assert any("[kl_spike]" in w for w in broken.warnings) and not healthy.warnings
+
+
+def test_dropout_moves_the_ratio_before_any_learning():
+    healthy, broken = pair("dropout_on", steps_per_epoch=2)  # learning_rate 1e-8: the weights barely move
+    h, b = healthy.history[0], broken.history[0]
+    assert h["objective/kl"] == 0.0 and h["policy/clipfrac"] == 0.0 and h["policy/ratio"] == pytest.approx(1, abs=1e-4)
+    assert abs(b["objective/kl"]) > 0.1 and b["policy/clipfrac"] > 0.05 and abs(b["policy/ratio"] - 1) > 0.01
+    assert any("[kl_at_first_step]" in w for w in broken.warnings) and not healthy.warnings
+
+
+def test_k1_in_the_loss_has_no_expected_gradient_and_the_kl_drifts():
+    g = torch.Generator().manual_seed(1)
+    ref, z = torch.randn(12, generator=g), torch.randn(12, generator=g)
+    assert faults.expected_kl_loss_gradient(z, ref, "k1").abs().max() < 1e-6
+    assert faults.expected_kl_loss_gradient(z, ref, "k3").abs().max() > 1e-2
+    healthy, broken = pair("k1_in_loss")  # GRPO with beta = 2 in the loss: k3 (as TRL) vs k1
+    last = lambda r: statistics.mean(r.column("objective/kl")[-5:])  # noqa: E731
+    assert last(broken) > 5 * max(last(healthy), 0.1)
+
+
+def test_lr_x30_explodes_approx_kl_and_clipfrac_then_collapses_entropy():
+    healthy, broken = pair("lr_x30", steps_per_epoch=4)
+    assert broken.history[0]["policy/approx_kl"] > 30 * healthy.history[0]["policy/approx_kl"]
+    assert broken.history[0]["policy/clipfrac"] > healthy.history[0]["policy/clipfrac"] + 0.1
+    assert broken.history[-1]["policy/entropy"] < 0.2 * healthy.history[-1]["policy/entropy"]
+    assert {"[update_too_large]", "[entropy_collapse]"} <= {w.split()[2] for w in broken.warnings}
+    assert not healthy.warnings
+
+
+def test_reward_hacking_raises_the_score_and_collapses_its_spread():
+    healthy, broken = pair("reward_hacking")  # length reward; healthy: beta = 0.3, broken: beta = 0
+    first = lambda r, k: statistics.mean(r.column(k)[:3])  # noqa: E731
+    last = lambda r, k: statistics.mean(r.column(k)[-2:])  # noqa: E731
+    assert last(broken, "objective/scores") > last(healthy, "objective/scores") + 0.2
+    assert last(broken, "objective/scores_std") < 0.5 * first(broken, "objective/scores_std")
+    assert last(broken, "objective/kl") > 10 * last(healthy, "objective/kl")
+    assert any("[kl_runaway]" in w for w in broken.warnings)
+    distinct = lambda r: statistics.mean(len(set(c.split())) / max(len(c.split()), 1)  # noqa: E731
+                                         for c in r.samples["completions"])
+    assert distinct(broken) < distinct(healthy) - 0.1  # the samples repeat words to reach the target length
+
+
+def test_same_score_in_a_group_zeroes_every_advantage():
+    healthy, broken = pair("grpo_same_scores", steps_per_epoch=2)
+    for r in broken.history:
+        assert r["loss/policy"] == 0.0 and r["policy/grad_norm"] == 0.0
+    for r in healthy.history:
+        assert abs(r["loss/policy"]) < 0.2 and r["policy/grad_norm"] > 0.5  # loss ~0 in healthy GRPO too
+    assert any("[no_gradient]" in w for w in broken.warnings) and not healthy.warnings
