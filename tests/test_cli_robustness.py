@@ -272,7 +272,9 @@ def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path):
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    # 130, or killed by SIGINT itself when a library's import ran code through PyRun_String (CPython then re-raises
+    # the signal at exit): a shell shows both as 130
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "interrupted during start-up: nothing was trained or written"
 
 
