@@ -272,8 +272,8 @@ def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path):
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    # 130, or killed by SIGINT itself when a library's import ran code through PyRun_String (CPython then re-raises
-    # the signal at exit): a shell shows both as 130
+    # 130; now and then (3 of ~40 tries, cause not pinned down: CPython re-raises SIGINT at exit when it thinks a
+    # KeyboardInterrupt went unhandled) the process ends killed by SIGINT after the same line: a shell shows 130 too
     assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "interrupted during start-up: nothing was trained or written"
 
