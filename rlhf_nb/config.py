@@ -37,7 +37,7 @@ class RunConfig:
     # --- run ---
     seed: int = _f(0, "one seed fixes prompts, sampling, minibatch order and initialisation", 0, 2**32 - 1)
     device: str = _f("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
-    threads: int = _f(1, "CPU threads for torch; fixed so that printed numbers reproduce", 1, 256)
+    threads: int = _f(1, "CPU threads for torch (0: all cores); the same count reproduces the same numbers", 0, 256)
     epochs: int = _f(1, "epochs; total PPO steps = epochs * steps_per_epoch", 1, 10_000)
     steps_per_epoch: int = _f(30, "PPO steps (rollout + update) per epoch", 1, 100_000)
     max_minutes: float | None = _f(None, "stop early (with a final checkpoint) after this many minutes", 0.01, 10_080, nullable=True)

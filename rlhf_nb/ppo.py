@@ -135,10 +135,11 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: PPOBatch, cfg: R
                 logp, entropy, values = first_forward
             else:
                 logp, entropy, values = forward_tokens(policy, batch.ids[mb], batch.attn[mb], batch.context_length,
-                                                       cfg.temperature)
+                                                       cfg.temperature, entropy=cfg.ent_coef != 0)
             pg_loss, pg_stats = policy_loss(logp, batch.logp_old[mb], batch.advantages[mb], mask, cfg.clip_range)
-            ent = masked_mean(entropy, mask)
-            loss = pg_loss - cfg.ent_coef * ent
+            # no entropy bonus, no entropy term: pg_loss - 0·H is pg_loss to the bit, gradient included, and its
+            # backward pass through a (B, T, V) softmax is skipped
+            loss = pg_loss - cfg.ent_coef * masked_mean(entropy, mask) if cfg.ent_coef else pg_loss
             stats = {**pg_stats, "loss/policy": pg_loss.item()}
             if kl_coef_loss:
                 kl_l = kl_penalty_loss(logp, batch.logp_old[mb], batch.ref_logp[mb], mask)

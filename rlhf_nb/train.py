@@ -130,7 +130,7 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
         with torch.no_grad():
             logp_old, entropy, values = forward_tokens(s.policy, ids, attn, P, cfg.temperature)
     with torch.no_grad():
-        ref_logp, _, _ = forward_tokens(s.ref, ids, attn, P, cfg.temperature)
+        ref_logp, _, _ = forward_tokens(s.ref, ids, attn, P, cfg.temperature, entropy=False)
     logp_old, ref_logp, values = logp_old * mask, ref_logp * mask, values * mask
 
     # 4. KL penalty per token: r_t = -beta * kl_t (+ score at the last real token); or, TRL-GRPO style, beta * k3 in the loss
