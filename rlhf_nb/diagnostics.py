@@ -151,7 +151,7 @@ RULES: tuple[Rule, ...] = (
          "the policy turned deterministic: learning rate too high, or nothing (KL penalty, entropy bonus) holds it",
          _entropy_collapse),
     Rule("scores_std_collapse", "reward-hacking",
-         "reward hacking: every sample found the same trick; raise --kl_coef or add --ent_coef, and read the samples",
+         "reward hacking: every sample found the same trick; raise --kl_coef, and read the samples",
          _scores_std_collapse),
     Rule("never_stops", "completions-never-stop",
          "nothing teaches stopping: EOS masked out of the loss (pad = EOS), or no --missing_eos_penalty",

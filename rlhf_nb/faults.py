@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 from unittest import mock
@@ -221,7 +222,7 @@ class FaultRun:
     samples: dict[str, list]
 
     def column(self, key: str) -> list[float]:
-        return [r[key] for r in self.history]
+        return [r.get(key) for r in self.history]
 
 
 def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **params: Any) -> FaultRun:
@@ -240,6 +241,24 @@ def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **para
             history = _train.train(cfg, write_run=False, callback=lambda step, m, s: last.update(s)).history
     warnings = [line for line in err.getvalue().splitlines() if line.startswith(PREFIX)]
     return FaultRun(history, warnings, last)
+
+
+AGGREGATES = {"mean": statistics.fmean, "max": max, "min": min, "first": lambda v: v[0], "last": lambda v: v[-1]}
+
+
+def table(runs: dict[str, FaultRun], rows: dict[str, tuple[str, str, int, int | None]], digits: int = 3):
+    """A healthy-vs-broken table: one column per run; each row (metric, how, first step, last step) aggregates
+    metric over steps first..last (1-based, inclusive; None: to the end) with how in mean, max, min, first, last."""
+    import pandas as pd
+
+    out = {}
+    for name, r in runs.items():
+        col = {}
+        for label, (key, how, first, last) in rows.items():
+            vals = [x for x in r.column(key)[first - 1:last] if x is not None]
+            col[label] = round(float(AGGREGATES[how](vals)), digits) if vals else float("nan")
+        out[name] = col
+    return pd.DataFrame(out)
 
 
 def expected_kl_loss_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -262,3 +281,28 @@ def logged_kl(logits: torch.Tensor, ref_logits: torch.Tensor, top_k: int = 0) ->
     logp, ref_logp = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits, -1)  # (V,)
     q = torch.softmax(_policy.filter_logits(logits, top_k=top_k), -1)  # (V,) the sampler
     return float((q * (logp - ref_logp)).sum())
+
+
+# ------------------------------------------------------------------ lesson 10's diagnosis exercise
+
+HEALTHY = "healthy"  # the answer for a run with no fault
+# label -> (fault or HEALTHY, the fault's demo config with these overrides); seeds differ from the lesson's sections
+MYSTERY: dict[str, tuple[str, dict[str, Any]]] = {
+    "A": ("dropout_on", {"seed": 2, "learning_rate": 3e-4}),
+    "B": ("grpo_same_scores", {"seed": 2}),
+    "C": (HEALTHY, {"seed": 1, **GRPO_AS_TRL}),
+    "D": ("lr_x30", {"seed": 1}),
+    "E": ("no_position_ids", {"seed": 1}),
+}
+
+
+def mystery_runs(steps: int = 6) -> dict[str, FaultRun]:
+    """The runs of the diagnosis exercise, by label; their warnings are kept out of sight (that is the exercise)."""
+    runs = {}
+    for label, (name, overrides) in MYSTERY.items():
+        if name == HEALTHY:
+            cfg = demo_config("lr_x30", **{"steps_per_epoch": steps, **overrides})  # the plain tiny config
+            runs[label] = run(cfg)
+        else:
+            runs[label] = run(demo_config(name, **{"steps_per_epoch": steps, **overrides}), name)
+    return runs

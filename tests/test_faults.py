@@ -122,3 +122,21 @@ def test_same_score_in_a_group_zeroes_every_advantage():
     for r in healthy.history:
         assert abs(r["loss/policy"]) < 0.2 and r["policy/grad_norm"] > 0.5  # loss ~0 in healthy GRPO too
     assert any("[no_gradient]" in w for w in broken.warnings) and not healthy.warnings
+
+
+def test_lesson_10_checkers(capsys):
+    from rlhf_nb.course import checks
+
+    truth = {label: name for label, (name, _) in faults.MYSTERY.items()}
+    assert checks.check_diagnosis(truth) is True
+    assert "✅ correct" in capsys.readouterr().out
+    swapped = {**truth, "A": truth["B"], "B": truth["A"]}
+    assert checks.check_diagnosis(swapped) is False
+    out = capsys.readouterr().out
+    assert "❌ wrong" in out and "run A is not" in out and faults.get(truth["A"]).metric in out
+    assert checks.check_diagnosis(None) is False and "⏳" in capsys.readouterr().out
+    assert checks.check_diagnosis({**truth, "A": "gremlins"}) is False and "names no fault" in capsys.readouterr().out
+    assert checks.check_expected_kl_gradient(faults.expected_kl_loss_gradient) is True
+    assert checks.check_expected_kl_gradient(lambda z, r, est: torch.zeros_like(z)) is False  # right for k1 only
+    assert checks.check_expected_kl_gradient(lambda z, r, est: None) is False
+    assert "⏳" in capsys.readouterr().out.splitlines()[-1]

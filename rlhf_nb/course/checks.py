@@ -452,3 +452,48 @@ def check_knob(name: str, answer: Any) -> bool:
     fields, how = KNOB_MAP[key]
     want = [f.strip().lower() for f in fields.split(",")]
     return _verdict(got in want, title, f"`{fields}`: {how}")
+
+
+# ------------------------------------------------------------------ lesson 10: failure modes
+
+def check_diagnosis(answer: Any) -> bool:
+    """Name the hidden fault of each mystery run: {label: fault name, or "healthy"} for every run of the exercise."""
+    from ..faults import FAULTS, HEALTHY, MYSTERY
+
+    name = "diagnosis"
+    allowed = sorted(FAULTS) + [HEALTHY]
+    if answer is None:
+        return _not_yet(name, f"set `answer` to a dict {{label: fault}} for the runs {', '.join(MYSTERY)}; "
+                              f"a fault is one of {', '.join(allowed)}")
+    if not isinstance(answer, dict) or sorted(answer) != sorted(MYSTERY):
+        return _verdict(False, name, f"answer with a dict whose keys are exactly {', '.join(MYSTERY)}; got {answer!r}")
+    unknown = {k: v for k, v in answer.items() if v not in allowed}
+    if unknown:
+        return _verdict(False, name, f"{unknown} names no fault; choose from {', '.join(allowed)}")
+    wrong = []
+    for label, (truth, _) in MYSTERY.items():
+        if answer[label] != truth:
+            look = ("a healthy run: every metric in its usual range" if truth == HEALTHY
+                    else f"look again at {FAULTS[truth].metric}")
+            wrong.append(f"run {label} is not {answer[label]} ({look})")
+    if wrong:
+        return _verdict(False, name, f"{len(MYSTERY) - len(wrong)} of {len(MYSTERY)} right; " + "; ".join(wrong))
+    return _verdict(True, name, "; ".join(f"{label}: {truth}" + ("" if truth == HEALTHY else
+                                                                  f", given away by {FAULTS[truth].metric}")
+                                          for label, (truth, _) in MYSTERY.items()))
+
+
+@_checker("expected gradient of a KL loss term")
+def check_expected_kl_gradient(fn: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]) -> tuple[bool, str]:
+    """fn(logits (V,), ref_logits (V,), estimator) -> (V,) E_{y~π}[∇_z kl_est(y)] with y held fixed inside the loss."""
+    from ..faults import expected_kl_loss_gradient
+
+    g = _gen(10)
+    logits, ref = torch.randn(9, generator=g), torch.randn(9, generator=g)
+    for est in ("k1", "k3"):
+        got = _tensor(_call(fn, logits.clone(), ref.clone(), est), "the gradient")
+        ok, why = _close(got, expected_kl_loss_gradient(logits, ref, est), f"E[∇ {est}]", atol=1e-5)
+        if not ok:
+            return False, why + " — weight each token's gradient by π(y), detached: the sample does not move"
+    return True, ("E[∇ k1] = Σ_y π(y)·∇log π(y) = ∇Σ_y π(y) = 0: k1 in the loss pulls nowhere; "
+                  "E[∇ k3] = ∇KL(ρ‖π) ≠ 0 pulls π toward the reference")
