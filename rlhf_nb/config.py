@@ -19,6 +19,7 @@ KL_ESTIMATOR_CHOICES = ("k1", "k2", "k3")
 RESUME_OVERRIDABLE = ("epochs", "steps_per_epoch", "max_minutes", "out", "run_name", "save_every", "progress",
                       "device", "log_samples", "resume", "threads")
 RUN_NAME_MAX_BYTES = 200  # file systems allow 255 per name; leave room for the _N suffix of a taken name
+GOLD_CHOICES = ("auto", "gold", "none")  # what --gold logs; rlhf_nb.gold.get_gold resolves auto
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,11 @@ class RunConfig:
     # --- model and reward ---
     model: str = _f("embedded", "policy: 'embedded' (the kit's tiny GPT-2), a local HF folder, or a hub id like gpt2")
     reward: str = _f("sentiment", "sequence score", choices=REWARD_CHOICES)
+    reward_model: str | None = _f(None, "--reward learned: a reward-model folder or a name under rlhf_nb/assets, e.g. "
+                                  "proxy-rm-1000 (default: the committed reward-model)", nullable=True)
+    gold: str = _f("auto", "true objective logged as objective/gold_scores: gold = VADER on reviews the corpus "
+                   "grammar accepts, else -1 (rlhf_nb.gold); auto = gold with --reward learned; none = off",
+                   choices=GOLD_CHOICES)
 
     # --- rollout ---
     batch_size: int = _f(32, "prompts per PPO step", 1, 4096)
@@ -125,6 +131,8 @@ class RunConfig:
         if self.kl_in_loss and self.advantage == "gae":
             raise ConfigError("--kl_in_loss needs --advantage grpo or rloo (with gae the KL is part of the per-token "
                               "reward that GAE discounts)")
+        if self.reward_model is not None and self.reward != "learned":
+            raise ConfigError(f"--reward_model needs --reward learned, got --reward {self.reward}")
         if self.adaptive_kl and self.kl_coef == 0:
             raise ConfigError("--kl_coef must be > 0 with --adaptive_kl (the controller multiplies it), got 0")
         if not self.out or "\0" in self.out:

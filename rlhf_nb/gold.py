@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from .config import GOLD_CHOICES
 from .corpus import matches_template
 from .text import check_inputs, join_text, vader_compound
 
@@ -43,3 +44,15 @@ class GoldReward:
         check_inputs(prompts, completions)
         texts = [join_text(p, c) for p, c in zip(prompts, completions)]
         return torch.tensor(gold_text_scores(texts), dtype=torch.float32)
+
+
+def get_gold(choice: str, reward: str) -> GoldReward | None:
+    """The gold a run logs as `objective/gold_scores` (RunConfig.gold, RunConfig.reward); None when off.
+
+    auto logs it only for `--reward learned`: there the reward is a proxy and the gold is what it stands for.
+    """
+    if choice not in GOLD_CHOICES:
+        raise ValueError(f"gold must be one of {', '.join(GOLD_CHOICES)}; got {choice!r}")
+    if choice == "gold" or (choice == "auto" and reward == "learned"):
+        return GoldReward()
+    return None

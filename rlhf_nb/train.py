@@ -30,11 +30,12 @@ from .checkpoints import (CheckpointError, CheckpointWriteError, checkpoint_byte
 from .config import RESUME_OVERRIDABLE, ConfigError, RunConfig, check_output_writable, config_from_args, silence  # noqa: E402,F401
 from .corpus import PROMPTS
 from .diagnostics import Diagnostics
+from .gold import get_gold
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate, kl_k1
 from .masking import masked_mean
 from .policy import PolicyWithValue, forward_tokens, load_policy, make_reference, model_context_length, pick_device, sample
 from .ppo import PPOBatch, explained_variance, ppo_update
-from .rewards import get_reward
+from .rewards import get_reward, reward_model_dir
 from .runlog import Progress, RunLogger, new_run_dir
 from .seeding import seed_everything
 
@@ -60,6 +61,7 @@ class TrainState:
     device: torch.device
     prompts: list[str] = field(default_factory=lambda: list(PROMPTS))
     step: int = 0
+    gold_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None  # logged only, never optimised
 
 
 def check_config_against_model(cfg: RunConfig) -> None:
@@ -79,7 +81,8 @@ def setup(cfg: RunConfig) -> TrainState:
     cfg.validate()
     device = pick_device(cfg.device)
     check_config_against_model(cfg)
-    reward_fn = get_reward(cfg.reward)
+    reward_fn = get_reward(cfg.reward, **({"path": reward_model_dir(cfg.reward_model)} if cfg.reward_model else {}))
+    gold_fn = get_gold(cfg.gold, cfg.reward)
     seed_everything(cfg.seed, threads=cfg.threads)
     lm, tokenizer = load_policy(cfg.model, device)
     ref = make_reference(lm)
@@ -93,7 +96,7 @@ def setup(cfg: RunConfig) -> TrainState:
         g = torch.Generator(device=device if name == "sample" else "cpu")
         g.manual_seed(cfg.seed * 1000 + i)
         gens[name] = g
-    return TrainState(cfg, policy, ref, tokenizer, optimizer, reward_fn, kl_ctl, gens, device)
+    return TrainState(cfg, policy, ref, tokenizer, optimizer, reward_fn, kl_ctl, gens, device, gold_fn=gold_fn)
 
 
 def next_prompts(s: TrainState) -> list[str]:
@@ -118,6 +121,7 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     scores = s.reward_fn(ro.prompts, ro.completions).to(dev).float()  # (B,)
     if cfg.missing_eos_penalty is not None:
         scores = scores - cfg.missing_eos_penalty * (~ro.ended_with_eos).float()
+    gold = s.gold_fn(ro.prompts, ro.completions) if s.gold_fn is not None else None  # (B,) logged, never optimised
     clock.append(time.perf_counter())
 
     # 3. log-probs under the policy (old, frozen for this step) and the reference; values
@@ -164,6 +168,8 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
 
     clock.append(time.perf_counter())
     metrics = step_metrics(batch, ro, scores, seq_kl, rewards, non_score_reward, entropy, beta, upd, clock)
+    if gold is not None:
+        metrics["objective/gold_scores"] = float(gold.mean())
     k = min(cfg.log_samples, len(ro.prompts))
     samples = {"prompts": ro.prompts[:k], "completions": ro.completions[:k], "scores": scores[:k].tolist()}
     return metrics, samples

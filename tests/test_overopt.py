@@ -1,0 +1,113 @@
+"""Over-optimisation helpers against naive references: brute-force best-of-n, exact KL of best-of-n, known fits."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from rlhf_nb.overopt import (BON_NS, GaoFit, best_of_n, best_of_n_curve, bon_weights, fit_gao, gao_form, kl_bon,
+                             pair_accuracy)
+
+
+def test_kl_bon_values():
+    assert kl_bon(1) == 0.0
+    assert kl_bon(2) == pytest.approx(math.log(2) - 0.5)
+    assert kl_bon(16) == pytest.approx(2.772588722 - 0.9375)
+    assert [kl_bon(n) for n in BON_NS] == sorted(kl_bon(n) for n in BON_NS)
+    for bad in (0, -3, 2.0, True, "4"):
+        with pytest.raises(ValueError, match="n must be an int >= 1"):
+            kl_bon(bad)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 16])
+def test_kl_bon_is_the_limit_of_the_exact_kl_over_many_equally_likely_outcomes(n):
+    """Best-of-n over N equally likely, distinct-reward outcomes puts mass ((i/N)^n - ((i-1)/N)^n) on the i-th smallest."""
+    N = 200_000
+    i = torch.arange(1, N + 1, dtype=torch.float64)
+    p = (i / N) ** n - ((i - 1) / N) ** n  # (N,)
+    exact = float((p * torch.log(p * N)).sum())  # KL(p || uniform)
+    assert exact == pytest.approx(kl_bon(n), abs=2e-3)
+
+
+def _brute_best_of_n(proxy: list[float], gold: list[float], n: int) -> tuple[float, float]:
+    subsets = list(itertools.combinations(range(len(proxy)), n))
+    best = [max(s, key=lambda j: proxy[j]) for s in subsets]
+    return sum(proxy[j] for j in best) / len(best), sum(gold[j] for j in best) / len(best)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_best_of_n_matches_brute_force_over_every_subset(n):
+    g = torch.Generator().manual_seed(n)
+    proxy, gold = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    want = [_brute_best_of_n(p.tolist(), q.tolist(), n) for p, q in zip(proxy, gold)]
+    got = best_of_n(proxy, gold, n)
+    assert got[0] == pytest.approx(sum(w[0] for w in want) / 3, abs=1e-10)
+    assert got[1] == pytest.approx(sum(w[1] for w in want) / 3, abs=1e-10)
+
+
+def test_bon_weights_are_a_distribution_and_survive_large_n():
+    for N, n in ((8, 1), (8, 8), (512, 256), (4096, 256)):
+        w = bon_weights(N, n)
+        assert float(w.sum()) == pytest.approx(1.0, abs=1e-9)
+        assert torch.isfinite(w).all() and (w >= 0).all()
+    assert bon_weights(8, 1).tolist() == pytest.approx([1 / 8] * 8)
+    assert bon_weights(8, 8).tolist() == pytest.approx([0] * 7 + [1])
+    with pytest.raises(ValueError, match="n must be <= N"):
+        bon_weights(4, 5)
+
+
+def test_best_of_n_curve_rows_and_shape_errors():
+    g = torch.Generator().manual_seed(0)
+    proxy = torch.randn(4, 64, generator=g)
+    rows = best_of_n_curve(proxy, proxy, ns=(1, 4, 64))
+    assert [r["n"] for r in rows] == [1, 4, 64]
+    assert rows[0]["d"] == 0 and rows[2]["d"] == pytest.approx(math.sqrt(kl_bon(64)))
+    assert rows[0]["gold"] == pytest.approx(float(proxy.mean()))
+    assert rows[2]["proxy"] == pytest.approx(float(proxy.max(1).values.mean()))
+    assert rows[0]["proxy"] < rows[1]["proxy"] < rows[2]["proxy"]
+    with pytest.raises(ValueError, match="same-shape"):
+        best_of_n(torch.zeros(2, 3), torch.zeros(3, 2), 1)
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_fit_recovers_known_coefficients(form):
+    d = torch.linspace(0.05, 6, 40, dtype=torch.float64)
+    alpha, beta = 0.8, 0.25
+    y = gao_form(d, alpha, beta, form)
+    fit = fit_gao(d, y, form)
+    assert (fit.alpha, fit.beta) == pytest.approx((alpha, beta), abs=1e-9)
+    assert fit.rmse < 1e-9
+    noisy = y + 0.01 * torch.randn(40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fit2 = fit_gao(d, noisy, form)
+    assert (fit2.alpha, fit2.beta) == pytest.approx((alpha, beta), abs=0.03)
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_peak_and_fall_match_a_grid_search(form):
+    fit = GaoFit(form, alpha=0.9, beta=0.3, rmse=0.0, n_points=10, d_max=8.0)
+    d = torch.linspace(1e-6, 8.0, 400_001, dtype=torch.float64)
+    r = fit.predict(d)
+    i = int(r.argmax())
+    assert fit.peak_d == pytest.approx(float(d[i]), abs=1e-4)
+    assert fit.peak_gain == pytest.approx(float(r[i]), abs=1e-8)
+    assert fit.fall == pytest.approx(float(r[i] - r[-1]), abs=1e-8)
+    assert GaoFit(form, 0.9, 0.3, 0.0, 10, d_max=0.5).fall == 0.0  # not yet past the peak
+    assert GaoFit(form, 0.9, -0.1, 0.0, 10, d_max=8.0).peak_d == math.inf  # no peak: still rising
+
+
+def test_fit_validates_inputs():
+    with pytest.raises(ValueError, match="form must be one of"):
+        fit_gao([1, 2], [1, 2], "ppo")
+    with pytest.raises(ValueError, match="same number"):
+        fit_gao([1, 2, 3], [1, 2], "bon")
+    with pytest.raises(ValueError, match="d must be finite and >= 0"):
+        fit_gao([-1, 2], [1, 2], "rl")
+
+
+def test_pair_accuracy_counts_untied_pairs_only():
+    score = torch.tensor([1.0, 0.0, 0.0, 1.0, 5.0, 3.0])
+    gold = torch.tensor([0.5, 0.1, 0.5, 0.1, -1.0, -1.0])  # right, wrong, tied
+    assert pair_accuracy(score, gold) == 0.5
+    assert math.isnan(pair_accuracy(torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -1.0])))
