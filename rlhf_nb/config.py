@@ -98,30 +98,7 @@ class RunConfig:
     # one place that knows each field's allowed range; called on construction and after edits
     def validate(self) -> "RunConfig":
         """Check every field against its range; raise ConfigError naming the flag."""
-        for f in fields(self):
-            v = getattr(self, f.name)
-            m = f.metadata
-            flag = f"--{f.name}"
-            if v is None:
-                if m["nullable"]:
-                    continue
-                raise ConfigError(f"{flag} must be set, got None")
-            want = _base_type(f)
-            if want is bool:
-                if not isinstance(v, bool):
-                    raise ConfigError(f"{flag} must be true or false, got {v!r}")
-                continue
-            if want is int and (isinstance(v, bool) or not isinstance(v, int)):
-                raise ConfigError(f"{flag} must be an integer{_range(m)}, got {v!r}")
-            if want is float:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise ConfigError(f"{flag} must be a finite number{_range(m)}, got {v!r}")
-            if want is str and not isinstance(v, str):
-                raise ConfigError(f"{flag} must be a string, got {v!r}")
-            if m["choices"] and v not in m["choices"]:
-                raise ConfigError(f"{flag} must be one of {', '.join(m['choices'])}; got {v!r}")
-            if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
-                raise ConfigError(f"{flag} must be in {_range(m).strip()[3:]}, got {v!r}")
+        check_fields(self)
         if self.advantage in ("grpo", "rloo") and self.num_generations < 2:
             raise ConfigError(f"--num_generations must be >= 2 with --advantage {self.advantage} (a group baseline needs a group), got {self.num_generations}")
         rollouts = self.batch_size * self.num_generations
@@ -161,6 +138,34 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+def check_fields(cfg: Any) -> None:
+    """Each field of a config dataclass built with `_f` against its type, choices and range (RunConfig, DPOConfig)."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        m = f.metadata
+        flag = f"--{f.name}"
+        if v is None:
+            if m["nullable"]:
+                continue
+            raise ConfigError(f"{flag} must be set, got None")
+        want = _base_type(f)
+        if want is bool:
+            if not isinstance(v, bool):
+                raise ConfigError(f"{flag} must be true or false, got {v!r}")
+            continue
+        if want is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{flag} must be an integer{_range(m)}, got {v!r}")
+        if want is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{flag} must be a finite number{_range(m)}, got {v!r}")
+        if want is str and not isinstance(v, str):
+            raise ConfigError(f"{flag} must be a string, got {v!r}")
+        if m["choices"] and v not in m["choices"]:
+            raise ConfigError(f"{flag} must be one of {', '.join(m['choices'])}; got {v!r}")
+        if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
+            raise ConfigError(f"{flag} must be in {_range(m).strip()[3:]}, got {v!r}")
 
 
 def _base_type(f: dataclasses.Field) -> type:
@@ -230,14 +235,15 @@ class _OneLineParser(argparse.ArgumentParser):
             silence(file or sys.stderr)
 
 
-def build_parser(prog: str = "python -m rlhf_nb.train", only_given: bool = False) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per RunConfig field: names, defaults and help come from the dataclass.
+def build_parser(prog: str = "python -m rlhf_nb.train", only_given: bool = False, cls: type | None = None,
+                 description: str = "Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.") -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of `cls` (RunConfig): names, defaults and help come from the dataclass.
 
     Flags must be spelled in full (`--batch 8` is an error, not --batch_size). With only_given, the namespace holds
     just the flags on the command line, as argparse read them (how --resume tells what the user changed)."""
-    p = _OneLineParser(prog=prog, description="Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.",
-                       epilog=EXIT_STATUS_HELP, formatter_class=_HelpFormatter, allow_abbrev=False)
-    for f in fields(RunConfig):
+    p = _OneLineParser(prog=prog, description=description, epilog=EXIT_STATUS_HELP, formatter_class=_HelpFormatter,
+                       allow_abbrev=False)
+    for f in fields(cls or RunConfig):
         m, typ, flag = f.metadata, _base_type(f), f"--{f.name}"
         default = argparse.SUPPRESS if only_given else f.default
         help_ = m["help"] + (_range(m) if m["lo"] is not None else "")
