@@ -157,8 +157,10 @@ def checkpoint_bytes(policy, optimizer: torch.optim.Optimizer) -> int:
 
 # ---------------------------------------------------------------------------------------------------- reading
 
-def read_trainer_state(path: str | Path) -> dict[str, Any]:
-    """trainer_state.json of a checkpoint folder, checked: a whole step >= 0, a complete valid config, kl and RNG state.
+def read_trainer_state(path: str | Path, config_cls: type = RunConfig, objects: tuple[str, ...] = ("kl_ctl",)
+                       ) -> dict[str, Any]:
+    """trainer_state.json of a checkpoint folder, checked: a whole step >= 0, a complete valid config (of
+    `config_cls`: RunConfig, or DPOConfig for rlhf_nb.dpo), RNG state and the trainer's own `objects` (PPO: kl_ctl).
 
     Cheap (JSON only), so the CLI calls it before loading any model."""
     path = Path(path)
@@ -172,7 +174,7 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{f} is not readable JSON ({_first_line(e)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{f} must hold a JSON object, got {type(state).__name__}")
-    for key, typ in (("step", int), ("config", dict), ("kl_ctl", dict), ("rng", dict)):
+    for key, typ in (("step", int), ("config", dict), *((k, dict) for k in objects), ("rng", dict)):
         if key not in state:
             raise CheckpointError(f"{f} has no '{key}' entry")
         if not isinstance(state[key], typ) or isinstance(state[key], bool):
@@ -180,24 +182,25 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
                                   f"got {state[key]!r}")
     if state["step"] < 0:
         raise CheckpointError(f"{f}: 'step' must be >= 0, got {state['step']}")
-    missing = [fl.name for fl in fields(RunConfig) if fl.name not in state["config"]]
+    missing = [fl.name for fl in fields(config_cls) if fl.name not in state["config"]]
     if missing:
         raise CheckpointError(f"{f}: the config lacks {', '.join('--' + m for m in missing)} (written by another "
                               f"version of rlhf_nb, or edited)")
     try:
-        RunConfig.from_dict(state["config"])
+        config_cls.from_dict(state["config"])
     except ConfigError as e:
         raise CheckpointError(f"{f}: config: {e}") from None
     return state
 
 
 def load_checkpoint(path: str | Path, policy, optimizer: torch.optim.Optimizer | None,
-                    generators: dict[str, torch.Generator], device: torch.device) -> dict[str, Any]:
+                    generators: dict[str, torch.Generator], device: torch.device, config_cls: type = RunConfig,
+                    objects: tuple[str, ...] = ("kl_ctl",)) -> dict[str, Any]:
     """Restore weights, optimizer and RNG streams; `torch.load(weights_only=True)` never executes code from the file.
 
     Every file is read and checked first (shapes, finite values, the model's config); only then is anything loaded."""
     path = Path(path)
-    state = read_trainer_state(path)
+    state = read_trainer_state(path, config_cls, objects)
     _check_model_config(path / "config.json", policy.lm.config)
     lm_sd = _read_tensors(path / MODEL_FILE, device, policy.lm)
     vh_sd = _read_tensors(path / VALUE_HEAD_FILE, device, policy.value_head)
