@@ -119,19 +119,19 @@ class Progress:
     """A tqdm bar on stderr that never stops a run: a closed terminal (SIGHUP) or a reader that left
     (`2>&1 | head`) just turns it off."""
 
-    def __init__(self, on: bool, total: int, initial: int = 0):
-        self.bar = None
+    def __init__(self, on: bool, total: int, initial: int = 0, desc: str = "rlhf",
+                 shown: tuple[tuple[str, str], ...] = (("reward", "objective/scores"), ("kl", "objective/kl"))):
+        self.bar, self.shown = None, shown  # shown: (label, metric name) pairs in the bar's postfix
         if on:
             from tqdm.auto import tqdm
 
             try:
-                self.bar = tqdm(total=total, initial=initial, desc="rlhf", unit="step", dynamic_ncols=True)
+                self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
             except OSError:  # it draws once when made
                 silence(sys.stderr)
 
     def update(self, metrics: dict[str, float]) -> None:
-        self._do(lambda b: (b.update(1), b.set_postfix(reward=f"{metrics['objective/scores']:.3f}",
-                                                          kl=f"{metrics['objective/kl']:.3f}")))
+        self._do(lambda b: (b.update(1), b.set_postfix({k: f"{metrics[m]:.3f}" for k, m in self.shown})))
 
     def close(self) -> None:
         self._do(lambda b: b.close())
