@@ -453,3 +453,156 @@ def quiet_trainer(trainer):
 
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+# ================================================================ DPO: TRL's DPOTrainer from a DPOConfig and pairs
+
+# DPOConfig field (rlhf_nb.dpo) -> (trl.DPOConfig / DPOTrainer field(s), how the value is carried over)
+DPO_KNOB_MAP: dict[str, tuple[str, str]] = {
+    "seed": ("seed", "same value; TRL's dataloader shuffles the pairs with its own sampler, so the order differs"),
+    "beta": ("beta", "same value (IPO: τ in both)"),
+    "loss": ("loss_type", "[loss]: sigmoid and sft are the same loss; TRL's ipo averages the log-ratios per token "
+                          "(difference D2 in docs/trl_bridge.md)"),
+    "batch_size": ("per_device_train_batch_size", "batch_size / world_size pairs per device; "
+                                                   "gradient_accumulation_steps = 1"),
+    "epochs": ("num_train_epochs", "same value; both take ceil(pairs / batch_size) steps per epoch"),
+    "learning_rate": ("learning_rate", "same value; lr_scheduler_type='constant', no warmup"),
+    "adam_eps": ("adam_epsilon", "same value; optim='adamw_torch' with weight_decay=0 is Adam"),
+    "max_grad_norm": ("max_grad_norm", "same value"),
+    "model": ("model", "a local folder or hub id ('embedded' is the kit's folder); TRL loads policy and reference from it"),
+    "pairs": ("train_dataset", "the same records as a datasets.Dataset of prompt / chosen / rejected strings"),
+    "eval_pairs": ("eval_dataset", "the same records; TRL reports eval_rewards/accuracies (agreement with the labels)"),
+    "device": ("use_cpu", "use_cpu = True unless CUDA is used; bf16 = fp16 = False (rlhf_nb trains in float32)"),
+    "threads": ("torch.set_num_threads", "set in this process before the trainer is built"),
+    "progress": ("disable_tqdm", "disable_tqdm = not progress"),
+    "max_minutes": ("callbacks", "StopAfter callback: stops after the step that crosses the budget"),
+    "out, run_name": ("output_dir", "output_dir = out/run_name (or a temp dir); save_strategy='no', report_to='none'"),
+}
+
+# DPOConfig fields with no counterpart in TRL's DPOTrainer, and why
+DPO_UNMAPPED: dict[str, str] = {
+    "eval_samples": "TRL never samples during DPO; rlhf_nb samples only to measure KL(π‖ρ) and the gold at epoch ends",
+    "max_new_tokens": "length of those measurement samples; DPO itself generates nothing",
+    "save_every": "the bridge never saves (save_strategy='no'); use TRL's save_steps directly if you need it",
+    "resume": "TRL resumes with trainer.train(resume_from_checkpoint=...) from its own checkpoints",
+}
+
+
+def trl_dpo_config_kwargs(cfg, output_dir: str, world_size: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of trl.DPOConfig that DPO_KNOB_MAP describes (no TRL import needed)."""
+    ws = world_size or _world_size()
+    if cfg.batch_size % ws:
+        raise ValueError(f"--batch_size {cfg.batch_size} must divide into world_size = {ws} equal per-device batches")
+    use_cpu = pick_device(cfg.device).type == "cpu"  # --device cuda with no GPU is refused, not run on the CPU
+    return dict(
+        output_dir=output_dir,
+        seed=cfg.seed,
+        # objective
+        beta=cfg.beta,
+        loss_type=[cfg.loss],
+        # batch and length of training
+        per_device_train_batch_size=cfg.batch_size // ws,
+        gradient_accumulation_steps=1,
+        num_train_epochs=cfg.epochs,
+        max_length=None,  # rlhf_nb refuses pairs longer than the model's context instead of truncating them
+        precompute_ref_log_probs=True,  # as rlhf_nb: the reference scores every pair once, before training
+        # optimizer: Adam with a constant learning rate, as rlhf_nb
+        learning_rate=cfg.learning_rate,
+        adam_epsilon=cfg.adam_eps,
+        weight_decay=0.0,
+        optim="adamw_torch",
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=cfg.max_grad_norm,
+        # precision and device: rlhf_nb trains in float32
+        use_cpu=use_cpu,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,  # TRL's default True costs time and buys nothing on a tiny model
+        disable_dropout=True,
+        # logging and saving
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+    )
+
+
+def _pairs_dataset(pairs: list[dict]):
+    """Preference records as a datasets.Dataset with only TRL's prompt / chosen / rejected columns."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({k: [r[k] for r in pairs] for k in ("prompt", "chosen", "rejected")})
+
+
+def make_trl_dpo_trainer(cfg, pairs: list[dict] | None = None, eval_pairs: list[dict] | None = None,
+                         output_dir: str | None = None, callbacks: list | None = None, offline: bool | None = None):
+    """Build TRL's DPOTrainer equivalent to an rlhf_nb.dpo.DPOConfig, on the same model and pairs.
+
+    pairs / eval_pairs: preference records; None reads cfg.pairs / cfg.eval_pairs as `python -m rlhf_nb.dpo` does.
+    No position-id patch is needed (difference D4): TRL pads preference batches on the right. Checks and clean-up
+    as make_trl_trainer: one ValueError/OSError line before anything is made; folders made here go if building fails.
+    """
+    from ..dpo import load_pairs
+
+    cfg.validate()
+    trl_dpo_config_kwargs(cfg, "")  # refuses --device cuda without a GPU and uneven per-device batches
+    if pairs is None:
+        pairs = load_pairs(cfg.pairs, "--pairs", "train")
+    if eval_pairs is None and cfg.eval_pairs:
+        eval_pairs = load_pairs(cfg.eval_pairs, "--eval_pairs", "eval")
+    path = resolve_model_path(cfg.model)
+    if offline is None:
+        offline = Path(path).is_dir()
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    check_model(path)
+    if output_dir is None and cfg.run_name:
+        output_dir = str(Path(cfg.out) / cfg.run_name)
+    trl = _require_trl()
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(cfg.threads)
+    made: list[str] = []
+    temp_out = None
+    try:
+        if output_dir is None:
+            output_dir = temp_out = tempfile.mkdtemp(prefix="rlhf_nb_trl_dpo_")
+            made.append(temp_out)
+        else:
+            created = check_output_dir(output_dir)
+            if created is not None:
+                made.append(str(created))
+        tok = AutoTokenizer.from_pretrained(path)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        cbs = list(callbacks or [])
+        if cfg.max_minutes is not None:
+            cbs.append(StepTimer.make(60 * cfg.max_minutes))
+        trainer = trl.DPOTrainer(model=path, args=trl.DPOConfig(**trl_dpo_config_kwargs(cfg, output_dir)),
+                                 train_dataset=_pairs_dataset(pairs),
+                                 eval_dataset=_pairs_dataset(eval_pairs) if eval_pairs else None,
+                                 processing_class=tok, callbacks=cbs)
+    except BaseException:
+        for folder in made:
+            _remove_empty_tree(folder)
+        raise
+    weakref.finalize(trainer, _cleanup_temp, None, temp_out)
+    return trainer
+
+
+def dpo_mapped_values(cfg, trainer) -> dict[str, tuple[Any, Any]]:
+    """{DPOConfig field: (our value, the value TRL's DPOTrainer holds)} for every one-to-one knob: a self-check."""
+    a = trainer.args
+    return {
+        "seed": (cfg.seed, a.seed),
+        "beta": (cfg.beta, trainer.beta),
+        "loss": ([cfg.loss], trainer.loss_types),
+        "batch_size": (cfg.batch_size, a.per_device_train_batch_size * _world_size()),
+        "epochs": (cfg.epochs, a.num_train_epochs),
+        "learning_rate": (cfg.learning_rate, a.learning_rate),
+        "adam_eps": (cfg.adam_eps, a.adam_epsilon),
+        "max_grad_norm": (cfg.max_grad_norm, a.max_grad_norm),
+    }

@@ -1,0 +1,598 @@
+"""Direct Preference Optimization (Rafailov et al. 2023): learn from preference pairs with no reward model, no sampler.
+
+    h = [log π(y_w|x) − log ρ(y_w|x)] − [log π(y_l|x) − log ρ(y_l|x)]      (sums over completion tokens only)
+    DPO ("sigmoid"):  L = −log σ(β·h)        IPO (Azar et al. 2023):  L = (h − 1/(2τ))², τ = β
+    SFT baseline ("sft"):  L = −token mean of log π(y_w)            implicit reward  r̂(x, y) = β·log(π(y|x)/ρ(y|x))
+
+    python -m rlhf_nb.dpo --pairs proxy-rm-1000 --beta 0.1 --loss sigmoid
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import DEVICE_CHOICES, ConfigError, _check_run_name, _f, build_parser, check_fields
+from .masking import masked_mean, masked_sum
+from .policy import forward_tokens
+
+LOSS_CHOICES = ("sigmoid", "ipo", "sft")
+PAIR_KEYS = ("prompt", "chosen", "rejected")
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+# ---------------------------------------------------------------- 1. pairs as tokens
+
+def resolve_pairs(name: str, split: str = "train") -> Path:
+    """A JSONL file as given, or a folder under rlhf_nb/assets holding `{split}_pairs.jsonl` (e.g. proxy-rm-1000)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for folder in (p, ASSETS / name):
+        if (folder / f"{split}_pairs.jsonl").is_file():
+            return folder / f"{split}_pairs.jsonl"
+    return p
+
+
+def load_pairs(path: str | Path, flag: str = "--pairs", split: str = "train") -> list[dict]:
+    """Preference records {prompt, chosen, rejected, …}; a bad file is one ValueError that names the flag."""
+    path = resolve_pairs(str(path), split)
+    if not path.is_file():
+        raise ValueError(f"{flag} must be a JSONL file of {{prompt, chosen, rejected}} records or a folder under "
+                         f"rlhf_nb/assets with {split}_pairs.jsonl, got {str(path)!r}")
+    pairs = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{flag} {path}: line {i} is not JSON ({e.msg})") from None
+            if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in PAIR_KEYS):
+                raise ValueError(f"{flag} {path}: line {i} needs string fields {', '.join(PAIR_KEYS)}")
+            pairs.append(r)
+    if not pairs:
+        raise ValueError(f"{flag} {path} holds no preference records")
+    return pairs
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+Encoded = tuple[list[int], list[int], list[int]]  # prompt ids, chosen ids + EOS, rejected ids + EOS
+
+
+def tokenize_pairs(tokenizer, pairs: Sequence[dict]) -> list[Encoded]:
+    """(prompt ids, chosen ids + EOS, rejected ids + EOS) per pair, split where TRL's DPOTrainer splits them.
+
+    prompt + completion is tokenized as one text (BPE may merge across the seam); the completion starts where that
+    and the tokenized prompt diverge. EOS closes each completion: the model learns where a preferred answer ends."""
+    eos = tokenizer.eos_token_id
+    out = []
+    for r in pairs:
+        p = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+        c = tokenizer(r["prompt"] + r["chosen"], add_special_tokens=False)["input_ids"]
+        j = tokenizer(r["prompt"] + r["rejected"], add_special_tokens=False)["input_ids"]
+        k = min(_common_prefix(p, c), _common_prefix(p, j))
+        out.append((p[:k], c[k:] + [eos], j[k:] + [eos]))
+    return out
+
+
+@dataclass
+class PairBatch:
+    """B pairs as 2B rows, chosen first then rejected (TRL's order): left-padded prompt, then right-padded completion."""
+
+    ids: torch.Tensor  # (2B, P + T)
+    attention_mask: torch.Tensor  # (2B, P + T) 1 on real prompt and completion tokens
+    context_length: int  # P: completions start at this column
+    mask: torch.Tensor  # (2B, T) 1 on completion tokens, EOS included
+
+    @property
+    def n_pairs(self) -> int:
+        return self.ids.size(0) // 2
+
+
+def collate(encoded: Sequence[Encoded], pad_id: int) -> PairBatch:
+    """Stack tokenized pairs into the layout of `policy.Rollout`, so `forward_tokens` reads it as it reads a rollout."""
+    rows = [(e[0], e[i]) for i in (1, 2) for e in encoded]
+    P, T = max(len(p) for p, _ in rows), max(len(c) for _, c in rows)
+    ids = torch.full((len(rows), P + T), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for r, (p, c) in enumerate(rows):
+        ids[r, P - len(p):P + len(c)] = torch.tensor(p + c, dtype=torch.long)
+        attn[r, P - len(p):P + len(c)] = 1
+    return PairBatch(ids, attn, P, attn[:, P:].float())
+
+
+# ---------------------------------------------------------------- 2. sequence log-probs
+
+def sequence_logps(model, batch: PairBatch, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(y|x) = Σ_t log π(y_t|x, y_<t) over each row's completion tokens: (2B,); and the token-mean entropy."""
+    logp, ent, _ = forward_tokens(model, batch.ids, batch.attention_mask, batch.context_length, entropy=entropy)
+    return masked_sum(logp, batch.mask, dim=1), masked_mean(ent.detach(), batch.mask) if entropy else None
+
+
+@torch.no_grad()
+def reference_logps(ref, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    """(N, 2) log ρ(y_w|x), log ρ(y_l|x) of every pair, computed once: the reference never changes."""
+    out = []
+    for i in range(0, len(encoded), batch_size):
+        logps, _ = sequence_logps(ref, collate(encoded[i:i + batch_size], pad_id), entropy=False)
+        out.append(torch.stack(logps.chunk(2), dim=1))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------- 3. losses, implicit reward, statistics
+
+def preference_logits(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+                      ref_rejected: torch.Tensor) -> torch.Tensor:
+    """h = (log π − log ρ)(y_w) − (log π − log ρ)(y_l): (B,)."""
+    return (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float, loss_type: str = "sigmoid") -> torch.Tensor:
+    """Mean over pairs of −log σ(β·h) ("sigmoid", DPO) or (h − 1/(2β))² ("ipo", β as τ); inputs (B,) sequence log-probs."""
+    if loss_type not in ("sigmoid", "ipo"):
+        raise ValueError(f"loss_type must be sigmoid or ipo; got {loss_type!r}")
+    h = preference_logits(policy_chosen, policy_rejected, ref_chosen, ref_rejected)  # (B,)
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(beta * h).mean()  # logsigmoid, not log(sigmoid): finite for any margin
+    return ((h - 1.0 / (2.0 * beta)) ** 2).mean()
+
+
+def sft_loss(policy_chosen: torch.Tensor, chosen_tokens: torch.Tensor) -> torch.Tensor:
+    """−Σ log π(y_w|x) / Σ T_w: the token-mean negative log-likelihood of the chosen completions (TRL's "sft")."""
+    return -policy_chosen.sum() / chosen_tokens.sum()
+
+
+def implicit_reward(policy_logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """r̂(x, y) = β·log(π(y|x)/ρ(y|x)): the reward DPO's policy is optimal for, up to a per-prompt β·log Z(x)."""
+    return beta * (policy_logp - ref_logp)
+
+
+def preference_stats(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+                     ref_rejected: torch.Tensor, beta: float) -> dict[str, float]:
+    """What people read during DPO, under TRL's names: implicit rewards, their accuracy and margin, the log-probs."""
+    rc = implicit_reward(policy_chosen.detach(), ref_chosen, beta)  # (B,)
+    rr = implicit_reward(policy_rejected.detach(), ref_rejected, beta)
+    return {
+        "rewards/chosen": float(rc.mean()),
+        "rewards/rejected": float(rr.mean()),
+        "rewards/accuracies": float((rc > rr).float().mean()),
+        "rewards/margins": float((rc - rr).mean()),
+        "logps/chosen": float(policy_chosen.detach().mean()),
+        "logps/rejected": float(policy_rejected.detach().mean()),
+    }
+
+
+# ---------------------------------------------------------------- 4. measuring a policy: held-out pairs, KL and gold
+
+@torch.no_grad()
+def heldout_accuracy(policy, ref, tokenizer, pairs: Sequence[dict], beta: float = 1.0,
+                     batch_size: int = 64) -> dict[str, float]:
+    """Implicit-reward accuracy on pairs, as `reward_model.evaluate` scores a reward model.
+
+    accuracy: share of pairs with gold_chosen ≠ gold_rejected where r̂ orders the two like the gold (nan if the
+    records carry no gold); label_accuracy: share where r̂(chosen) > r̂(rejected), i.e. agreement with the labels."""
+    enc = tokenize_pairs(tokenizer, pairs)
+    pad = tokenizer.pad_token_id
+    logps = torch.cat([torch.stack(sequence_logps(policy, collate(enc[i:i + batch_size], pad), False)[0].chunk(2), 1)
+                       for i in range(0, len(enc), batch_size)])  # (N, 2)
+    margin = implicit_reward(logps, reference_logps(ref, enc, pad, batch_size), beta)  # (N, 2)
+    ds = (margin[:, 0] - margin[:, 1]).double()  # r̂(y_w) − r̂(y_l): the per-prompt β·log Z(x) cancels
+    out = {"label_accuracy": float((ds > 0).double().mean()), "accuracy": math.nan, "n_untied": 0}
+    if all("gold_chosen" in r and "gold_rejected" in r for r in pairs):
+        dg = torch.tensor([r["gold_chosen"] - r["gold_rejected"] for r in pairs], dtype=torch.float64)
+        untied = dg != 0
+        out["n_untied"] = int(untied.sum())
+        if untied.any():
+            out["accuracy"] = float(((ds * dg) > 0)[untied].double().mean())
+    return out
+
+
+def eval_prompts(n: int) -> list[str]:
+    """n prompts for measuring a policy: each training prompt in turn, repeated n/32 times in a row (as lesson 08)."""
+    from .corpus import PROMPTS
+
+    per = max(1, math.ceil(n / len(PROMPTS)))
+    return [p for p in PROMPTS for _ in range(per)][:n]
+
+
+@torch.no_grad()
+def measure_policy(policy, ref, tokenizer, prompts: Sequence[str], seed: int, max_new_tokens: int = 12,
+                   gold: Callable[[list[str], list[str]], torch.Tensor] | None = None) -> dict[str, float]:
+    """Sample one completion per prompt from π (own generator) and measure what training never does for DPO.
+
+    kl: mean over samples of Σ_t (log π − log ρ), k1 on π's own samples (unbiased for KL(π‖ρ)); gold: mean gold
+    score (rlhf_nb.gold: VADER on reviews the corpus grammar accepts, −1 otherwise); well_formed: share accepted."""
+    from .gold import GoldReward
+    from .policy import sample
+
+    device = next(policy.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    ro = sample(policy, tokenizer, list(prompts), max_new_tokens, generator=g)
+    mask = ro.completion_mask.float()  # (B, T)
+    logp, _, _ = forward_tokens(policy, ro.query_responses, ro.attention_mask, ro.context_length, entropy=False)
+    ref_logp, _, _ = forward_tokens(ref, ro.query_responses, ro.attention_mask, ro.context_length, entropy=False)
+    kl = ((logp - ref_logp) * mask).sum(1)  # (B,)
+    scores = (gold or GoldReward())(ro.prompts, ro.completions).double()  # (B,)
+    return {"kl": float(kl.mean()), "gold": float(scores.mean()), "well_formed": float((scores > -1).double().mean()),
+            "completions": ro.completions, "scores": scores.tolist()}
+
+
+# ---------------------------------------------------------------- 5. the config
+
+@dataclass
+class DPOConfig:
+    """Everything a DPO run needs; defaults suit the embedded tiny GPT-2 and lesson 08's 1,000 gold-labelled pairs."""
+
+    # --- run ---
+    seed: int = _f(0, "one seed fixes the order of the pairs and the measurement samples", 0, 2**32 - 1)
+    device: str = _f("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
+    threads: int = _f(1, "CPU threads for torch; fixed so that printed numbers reproduce", 1, 256)
+    epochs: int = _f(3, "passes over the pairs; steps = epochs * ceil(pairs / batch_size)", 1, 10_000)
+    max_minutes: float | None = _f(None, "stop early (with a final checkpoint) after this many minutes", 0.01, 10_080, nullable=True)
+    out: str = _f("runs", "parent folder; each run gets a fresh runs/run_YYYYMMDD_HHMMSS/ (never overwritten)")
+    run_name: str | None = _f(None, "folder name under --out instead of run_YYYYMMDD_HHMMSS", nullable=True)
+    resume: str | None = _f(None, "checkpoint folder to resume from (…/checkpoints/step_N or …/final)", nullable=True)
+    save_every: int = _f(0, "write checkpoints/step_N every this many steps (0: only final/)", 0, 1_000_000)
+    progress: bool = _f(True, "show a tqdm progress bar (off inside notebooks)")
+
+    # --- data and model ---
+    model: str = _f("embedded", "policy and reference: 'embedded' (the kit's tiny GPT-2), a local HF folder, or a hub id")
+    pairs: str = _f("proxy-rm-1000", "training pairs: a JSONL file of {prompt, chosen, rejected}, or a folder under "
+                    "rlhf_nb/assets with train_pairs.jsonl (lesson 08's proxy-rm-1000: 1,000 gold-labelled pairs)")
+    eval_pairs: str | None = _f("proxy-rm-1000", "held-out pairs scored at each epoch's end (a JSONL file, or an "
+                                "assets folder with eval_pairs.jsonl); none: off", nullable=True)
+
+    # --- objective ---
+    loss: str = _f("sigmoid", "sigmoid: DPO, -log sigmoid(beta*h); ipo: (h - 1/(2*beta))^2; sft: NLL of the chosen",
+                   choices=LOSS_CHOICES)
+    beta: float = _f(0.1, "beta: how hard the policy is held to the reference (IPO's tau)", 0.001, 100.0)
+
+    # --- update ---
+    batch_size: int = _f(32, "preference pairs per step", 1, 4096)
+    learning_rate: float = _f(3e-4, "Adam learning rate", 1e-8, 1.0)
+    adam_eps: float = _f(1e-5, "Adam epsilon", 1e-12, 1e-2)
+    max_grad_norm: float = _f(1.0, "gradient-norm clip", 0.001, 1000.0)
+
+    # --- measurement (never used for training) ---
+    eval_samples: int = _f(256, "completions sampled from the policy at each epoch's end to measure KL(pi||ref) and "
+                           "the gold score; 0: off", 0, 100_000)
+    max_new_tokens: int = _f(12, "tokens per measurement sample (lesson 08's pairs and PPO runs use 12)", 1, 4096)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eval_pairs, str) and self.eval_pairs.lower() == "none":
+            self.eval_pairs = None  # the CLI's way to say "off"
+        self.validate()
+
+    def validate(self) -> "DPOConfig":
+        """Check every field against its range; raise ConfigError naming the flag."""
+        check_fields(self)
+        if not self.out or "\0" in self.out:
+            raise ConfigError(f"--out must be a folder path, got {self.out!r}")
+        if self.run_name is not None:
+            _check_run_name(self.run_name)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DPOConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+PROG = "python -m rlhf_nb.dpo"
+# flags that may change on --resume (how long and where to run, what to measure); the rest must match the checkpoint
+RESUME_OVERRIDABLE = ("epochs", "max_minutes", "out", "run_name", "save_every", "progress", "device", "resume",
+                      "threads", "eval_samples", "eval_pairs")
+
+
+def _parser(only_given: bool = False):
+    return build_parser(PROG, only_given, DPOConfig, "Train a policy on preference pairs with DPO or IPO (or SFT on "
+                        "the chosen completions): no reward model, no sampler.")
+
+
+def config_from_args(argv: Sequence[str]) -> DPOConfig:
+    """Flags -> a validated DPOConfig; with --resume, the checkpoint's config plus the flags that may change.
+
+    A bad flag exits with one line (status 2); a bad value or checkpoint raises ConfigError naming it."""
+    ns = vars(_parser().parse_args(list(argv)))
+    if ns["resume"] is None:
+        return DPOConfig(**ns)
+    given = vars(_parser(only_given=True).parse_args(list(argv)))  # what the user typed, as argparse read it
+    saved = read_dpo_state(given["resume"])["config"]
+    for k, v in sorted(given.items()):
+        if k not in RESUME_OVERRIDABLE and v != saved[k]:
+            raise ConfigError(f"--{k} cannot change on --resume (checkpoint has {saved[k]!r}); "
+                              f"only {', '.join('--' + x for x in RESUME_OVERRIDABLE)} may")
+    return DPOConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}})
+
+
+def read_dpo_state(path: str | Path) -> dict[str, Any]:
+    """trainer_state.json of a DPO checkpoint, checked as rlhf_nb.checkpoints checks PPO's; JSON only, no model."""
+    from .checkpoints import CheckpointError, read_trainer_state
+
+    try:
+        return read_trainer_state(path, DPOConfig, objects=())
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+
+
+# ---------------------------------------------------------------- 6. the trainer
+
+@dataclass
+class DPOState:
+    """Everything a DPO run holds; a checkpoint restores the weights, the optimizer and the step."""
+
+    cfg: DPOConfig
+    policy: Any  # PolicyWithValue: its value head is never used; it keeps one checkpoint format for PPO and DPO
+    ref: torch.nn.Module
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    encoded: list[Encoded]  # the training pairs as token ids
+    ref_logps: torch.Tensor  # (N, 2) log ρ of chosen and rejected, computed once
+    eval_pairs: list[dict] | None
+    device: torch.device
+    step: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.encoded) / self.cfg.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * self.steps_per_epoch
+
+
+def setup(cfg: DPOConfig) -> DPOState:
+    """Validate, read and check the pairs, seed, load policy + frozen reference, score the pairs under the reference."""
+    from .policy import PolicyWithValue, load_policy, make_reference, model_context_length, pick_device
+    from .seeding import seed_everything
+
+    cfg.validate()
+    device = pick_device(cfg.device)
+    pairs = load_pairs(cfg.pairs, "--pairs", "train")
+    eval_pairs = load_pairs(cfg.eval_pairs, "--eval_pairs", "eval") if cfg.eval_pairs else None
+    ctx = model_context_length(cfg.model)
+    if cfg.max_new_tokens > ctx - 16:
+        raise ConfigError(f"--max_new_tokens must be in [1, {ctx - 16}] for model {cfg.model!r} (context {ctx} tokens "
+                          f"minus room for the prompt), got {cfg.max_new_tokens}")
+    seed_everything(cfg.seed, threads=cfg.threads)
+    lm, tokenizer = load_policy(cfg.model, device)
+    encoded = tokenize_pairs(tokenizer, pairs)
+    lengths = [len(p) + max(len(c), len(r)) for p, c, r in encoded]
+    if max(lengths) > ctx:
+        i = lengths.index(max(lengths))
+        raise ValueError(f"--pairs: pair {i + 1} is {lengths[i]} tokens long, more than model {cfg.model!r}'s context of {ctx}")
+    ref = make_reference(lm)
+    policy = PolicyWithValue(lm).to(device).eval()  # dropout off: the same text must get the same log-prob
+    optimizer = torch.optim.Adam(policy.lm.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+    ref_logps = reference_logps(ref, encoded, tokenizer.pad_token_id)
+    return DPOState(cfg, policy, ref, tokenizer, optimizer, encoded, ref_logps, eval_pairs, device)
+
+
+def batch_indices(s: DPOState, step: int) -> torch.Tensor:
+    """The pairs of 0-based `step`: a fresh permutation per epoch seeded by (seed, epoch), so resuming needs no RNG state."""
+    epoch, k = divmod(step, s.steps_per_epoch)
+    g = torch.Generator().manual_seed(s.cfg.seed * 100_003 + epoch)
+    return torch.randperm(len(s.encoded), generator=g)[k * s.cfg.batch_size:(k + 1) * s.cfg.batch_size]
+
+
+def dpo_step(s: DPOState) -> dict[str, float]:
+    """One gradient step on a minibatch of pairs. Returns the metrics of docs/metrics.md (DPO section)."""
+    cfg, t0 = s.cfg, time.perf_counter()
+    # 1. the minibatch: B pairs as 2B rows (chosen, then rejected)
+    idx = batch_indices(s, s.step)
+    batch = collate([s.encoded[i] for i in idx.tolist()], s.tokenizer.pad_token_id)
+    B = batch.n_pairs
+    # 2. sequence log-probs under the policy; the reference's were computed once, at setup
+    logps, entropy = sequence_logps(s.policy, batch)  # (2B,)
+    pc, pr = logps[:B], logps[B:]
+    rc, rr = s.ref_logps[idx, 0], s.ref_logps[idx, 1]  # (B,)
+    # 3. the loss: DPO / IPO on the margin h, or SFT on the chosen tokens alone
+    loss = sft_loss(pc, batch.mask[:B].sum()) if cfg.loss == "sft" else dpo_loss(pc, pr, rc, rr, cfg.beta, cfg.loss)
+    # 4. one Adam step with the gradient norm clipped
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.policy.lm.parameters(), cfg.max_grad_norm)
+    s.optimizer.step()
+    s.step += 1
+    dt = time.perf_counter() - t0
+    return {"loss/dpo": float(loss.detach()), **preference_stats(pc, pr, rc, rr, cfg.beta),
+            "policy/entropy": float(entropy), "policy/grad_norm": float(grad_norm),
+            "time/step_s": dt, "time/tokens_per_s": float(batch.attention_mask.sum()) / max(dt, 1e-9)}
+
+
+def measurement_seed(seed: int) -> int:
+    """The generator seed of every measurement of a run: the same samples' randomness at each epoch and for every
+    method run with this seed (lesson 09 measures DPO, SFT and PPO with it), so differences are the policies'."""
+    return 10_000 + seed
+
+
+def epoch_eval(s: DPOState) -> tuple[dict[str, float], dict[str, list]]:
+    """End-of-epoch measurements: implicit-reward accuracy on held-out pairs; KL(π‖ρ) and gold on fresh samples."""
+    cfg, out, samples = s.cfg, {}, {}
+    if s.eval_pairs:
+        acc = heldout_accuracy(s.policy, s.ref, s.tokenizer, s.eval_pairs, cfg.beta)
+        out.update({"eval/accuracy": acc["accuracy"], "eval/label_accuracy": acc["label_accuracy"]})
+    if cfg.eval_samples:
+        prompts = eval_prompts(cfg.eval_samples)
+        m = measure_policy(s.policy, s.ref, s.tokenizer, prompts, measurement_seed(cfg.seed), cfg.max_new_tokens)
+        out.update({"eval/kl": m["kl"], "eval/gold_scores": m["gold"], "eval/well_formed": m["well_formed"]})
+        k = len(prompts) // 4  # one sample from each of four prompts
+        samples = {key: vals[::k][:4] for key, vals in (("prompts", prompts), ("completions", m["completions"]),
+                                                       ("scores", m["scores"]))}
+    return out, samples
+
+
+def resume(s: DPOState, path: str | Path) -> None:
+    """Load weights and optimizer with rlhf_nb.checkpoints' checks (every file read and checked before use)."""
+    from .checkpoints import load_checkpoint
+
+    saved = load_checkpoint(path, s.policy, s.optimizer, {}, s.device, DPOConfig, objects=())
+    s.step = saved["step"]
+    if s.step >= s.total_steps:
+        raise ConfigError(f"--epochs: the checkpoint is at step {s.step} and the run has {s.total_steps} steps; "
+                          f"nothing is left to train (pass a larger --epochs to continue)")
+
+
+def _resume_hint(last: tuple[Path, int] | None) -> str:
+    if last is None:
+        return "No checkpoint was written, so there is nothing to resume from (--save_every N writes periodic ones)."
+    return f"The last checkpoint is step {last[1]}; resume with: {PROG} --resume {last[0]}"
+
+
+def _write(logger, last, step: int, what: Callable[[], Any]) -> None:
+    """Write to the run folder; a failed write (disk full…) stops the run with one line saying where to resume."""
+    from .checkpoints import CheckpointWriteError, describe_write_error
+    from .train import RunWriteError
+
+    try:
+        what()
+    except CheckpointWriteError as e:
+        msg = f"{e}. The run stopped at step {step}. {_resume_hint(last)}"
+        logger.close(quiet=True, msg=msg)
+        raise RunWriteError(msg) from None
+    except OSError as e:
+        msg = (f"could not write the run's logs in {logger.run_dir}: {describe_write_error(e, logger.run_dir)}. "
+               f"The run stopped at step {step}. {_resume_hint(last)}")
+        logger.close(quiet=True, msg=msg)
+        raise RunWriteError(msg) from None
+
+
+def _save(s: DPOState, path: Path, logger, last) -> tuple[Path, int]:
+    from .checkpoints import save_checkpoint
+
+    _write(logger, last, s.step, lambda: save_checkpoint(path, s.policy, s.tokenizer, s.optimizer, {},
+                                                         {"step": s.step, "config": s.cfg.to_dict()}))
+    return path, s.step
+
+
+def train(cfg: DPOConfig, state: DPOState | None = None, write_run: bool = True,
+          callback: Callable[[int, dict], None] | None = None):
+    """Run cfg.epochs passes over the pairs (or until --max_minutes or a signal), measuring at each epoch's end.
+
+    With write_run: the standard run folder (config.json, logs/, tb/, samples.jsonl, checkpoints/step_N, final/),
+    the signal handling, write-failure and resume behaviour of rlhf_nb.train, whose helpers it uses."""
+    from .config import check_output_writable
+    from .runlog import Progress
+    from .train import (RunAborted, TrainResult, _check_free_space, _install_signal_handlers, _open_run,
+                        _restore_signal_handlers)
+
+    if write_run:
+        check_output_writable(cfg.out)  # before the model loads
+    s = state or setup(cfg)
+    last = None  # (checkpoint, step) the run can resume from
+    if cfg.resume:
+        resume(s, cfg.resume)
+        last = (Path(cfg.resume), s.step)
+    if write_run:
+        _check_free_space(Path(cfg.out), s)
+    stop, logger, history = {"why": None, "signum": None, "in_step": False}, None, []
+    handlers = _install_signal_handlers(stop) if write_run else {}
+    bar = Progress(cfg.progress, s.total_steps, s.step, "dpo", (("loss", "loss/dpo"), ("margin", "rewards/margins")))
+    run_dir, t_start = None, time.perf_counter()
+    try:
+        if write_run:
+            run_dir, logger = _open_run(cfg, None)
+            if cfg.resume:
+                _write(logger, last, s.step, lambda: logger.info(f"resumed from {cfg.resume} at step {s.step}"))
+        while s.step < s.total_steps and not stop["why"]:
+            stop["in_step"] = True  # only now may a second Ctrl-C abandon the step, never during a write
+            try:
+                metrics, samples = dpo_step(s), None
+                if s.step % s.steps_per_epoch == 0:  # an epoch ends: measure what DPO's loss never sees
+                    ev, samples = epoch_eval(s)
+                    metrics.update(ev)
+            except KeyboardInterrupt:
+                if logger is None:
+                    raise
+                msg = f"Ctrl-C again: abandoned step {s.step + 1} half-way; nothing of it is saved. {_resume_hint(last)}"
+                logger.close(quiet=True, msg=msg)
+                raise RunAborted(msg) from None
+            finally:
+                stop["in_step"] = False
+            metrics["time/elapsed_s"] = time.perf_counter() - t_start
+            history.append({"step": s.step, **metrics})
+            if logger:
+                _write(logger, last, s.step, lambda: (logger.metrics(s.step, metrics), samples and logger.samples(
+                    s.step, samples["prompts"], samples["completions"], samples["scores"])))
+                if cfg.save_every and s.step % cfg.save_every == 0:
+                    last = _save(s, run_dir / "checkpoints" / f"step_{s.step}", logger, last)
+            bar.update(metrics)
+            if callback is not None:
+                callback(s.step, metrics)
+            if cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+                stop["why"] = stop["why"] or f"--max_minutes {cfg.max_minutes} reached"
+        bar.close()
+        if logger:
+            last = _save(s, run_dir / "final", logger, last)  # signals are still caught: a Ctrl-C now waits for it
+            if s.step < s.total_steps:
+                _write(logger, last, s.step, lambda: logger.info(f"stopped at step {s.step}: {stop['why']}. "
+                                                                 f"Resume with: {PROG} --resume {last[0]}"))
+            logger.close()
+    finally:
+        bar.close()
+        _restore_signal_handlers(handlers)
+    return TrainResult(history, run_dir, s, stop["why"] if s.step < s.total_steps else None, stop["signum"],
+                       last[0] if last else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI; exit status as rlhf_nb.train: 0 done, 2 bad input, 74 a write failed, 75 --max_minutes, 128 + N signal N."""
+    from .train import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, RunAborted, RunWriteError, _out, _say
+
+    res = None
+    try:
+        try:
+            cfg = config_from_args(sys.argv[1:] if argv is None else argv)  # a bad flag: one line, exit 2
+            res = train(cfg, state=None)
+        except RunWriteError as e:
+            _say(f"error: {e}")
+            return EXIT_WRITE_FAILED
+        except (ConfigError, ValueError, OSError) as e:  # CheckpointError is a ValueError
+            _say(f"error: {e}")
+            return EXIT_BAD_INPUT
+        lines = [f"run folder: {res.run_dir}"]
+        last = res.history[-1] if res.history else {}
+        if last:
+            lines.append(f"step {last['step']}: loss/dpo {last['loss/dpo']:.4f}  rewards/margins "
+                         f"{last['rewards/margins']:.4f}  rewards/accuracies {last['rewards/accuracies']:.3f}")
+        if res.stopped_early:
+            lines.append(f"stopped early ({res.stopped_early}); resume with: {PROG} --resume {res.last_checkpoint}")
+        _out(*lines)
+        return res.exit_code
+    except RunAborted as e:
+        _say(str(e))
+        return 130
+    except KeyboardInterrupt:  # before train() caught signals (loading the model), or after it let go of them
+        if res is None:
+            _say("interrupted during start-up: nothing was trained or written")
+        return res.exit_code if res is not None and res.exit_code else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
