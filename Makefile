@@ -59,6 +59,13 @@ base-model: $(STAMP)  ## retrain the embedded tiny GPT-2 and its tokenizer (rlhf
 reward-model: $(STAMP)  ## retrain the reward model from simulated preferences (rlhf_nb/assets/reward-model)
 	$(PY) -m rlhf_nb.tools.build_reward_model
 
+.PHONY: proxies overopt
+proxies: $(STAMP)  ## lesson 08's proxy reward models on gold-labelled pairs (rlhf_nb/assets/proxy-rm-*; ~2 CPU min)
+	$(PY) -m rlhf_nb.tools.build_proxies
+
+overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~1 CPU hour)
+	$(PY) -m rlhf_nb.tools.overopt_sweep
+
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
 	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4 --out $(TRAIN_OUT)
 

@@ -282,3 +282,56 @@ def rl_curve(cfg, eval_every: int = 5, eval_prompts: Sequence[str] | None = None
             m, _ = ppo_step(state)
             train_m = {k: m[k] for k in ("objective/scores", "objective/kl", "objective/gold_scores") if k in m}
     return rows
+
+
+# ---------------------------------------------------------------- 4. reading the committed sweep
+
+def with_gains(rows: list[dict], keys: Sequence[str] = ("proxy", "gold")) -> list[dict]:
+    """Rows with `<key>_gain` = value - value at the first row (d = 0: n = 1, or step 0), as Gao's fits want."""
+    return [{**r, **{f"{k}_gain": r[k] - rows[0][k] for k in keys}} for r in rows]
+
+
+def sweep_runs(sweep: dict, method: str, proxy: int, kl_coef: float = 0.0, algo: str = "ppo") -> list[list[dict]]:
+    """One list of rows (with gains) per seed: best-of-n (`method="bon"`) or RL (`"rl"`, at this kl_coef)."""
+    if method == "bon":
+        runs = list(sweep["bon"][str(proxy)].values())
+    elif method == "rl":
+        runs = [r["rows"] for r in sweep["rl"]
+                if r["proxy"] == proxy and r["kl_coef"] == kl_coef and r.get("algo", "ppo") == algo]
+    else:
+        raise ValueError(f"method must be 'bon' or 'rl', got {method!r}")
+    if not runs:
+        raise ValueError(f"the sweep has no {method} runs for proxy {proxy}" + (f", kl_coef {kl_coef}" if method == "rl" else ""))
+    return [with_gains(rows) for rows in runs]
+
+
+def fit_runs(runs: list[list[dict]], form: str, key: str = "gold_gain") -> GaoFit:
+    """Gao's form fitted to every (d, gain) point of every seed, pooled."""
+    return fit_gao([r["d"] for rows in runs for r in rows], [r[key] for rows in runs for r in rows], form)
+
+
+def observed_peak(runs: list[list[dict]], key: str = "gold_gain") -> dict:
+    """Seed-mean curve (rows aligned by index: same n or same step): where `key` peaks, and how far it falls by the end."""
+    n = min(len(rows) for rows in runs)
+    mean = lambda k, i: sum(rows[i][k] for rows in runs) / len(runs)  # noqa: E731
+    ys = [mean(key, i) for i in range(n)]
+    i = max(range(n), key=ys.__getitem__)
+    lo = min(rows[i][key] for rows in runs)
+    hi = max(rows[i][key] for rows in runs)
+    return {"index": i, "d": mean("d", i), "kl": mean("kl", i), "gain": ys[i], "gain_min": lo, "gain_max": hi,
+            "fall": ys[i] - ys[n - 1], "d_last": mean("d", n - 1)}
+
+
+def fit_table(sweep: dict) -> list[dict]:
+    """Per method, proxy and KL coefficient: Gao's fit (alpha, beta, peak d, peak gain, fall, rmse) and the observed peak."""
+    out = []
+    for k in sweep["config"]["proxies"]:
+        cases = [("bon", None)] + [("rl", b) for b in sweep["config"]["kl_coefs"]]
+        for method, b in cases:
+            runs = sweep_runs(sweep, method, k, b or 0.0)
+            fit = fit_runs(runs, method)
+            obs = observed_peak(runs)
+            out.append({"method": method, "proxy": k, "kl_coef": b, "seeds": len(runs), **fit.summary(),
+                        "observed_peak_d": round(obs["d"], 3), "observed_peak_gain": round(obs["gain"], 3),
+                        "observed_fall": round(obs["fall"], 3), "d_last": round(obs["d_last"], 3)})
+    return out

@@ -111,3 +111,64 @@ def test_pair_accuracy_counts_untied_pairs_only():
     gold = torch.tensor([0.5, 0.1, 0.5, 0.1, -1.0, -1.0])  # right, wrong, tied
     assert pair_accuracy(score, gold) == 0.5
     assert math.isnan(pair_accuracy(torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -1.0])))
+
+
+# ---------------------------------------------------------------- lesson 08's checkers and the committed sweep
+
+def test_lesson_08_checkers(capsys):
+    from rlhf_nb.course.checks import check_bon_peak, check_kl_bon, check_later_peak, check_stop_step
+
+    assert check_kl_bon(math.log(16) - 15 / 16) and not check_kl_bon(math.log(16)) and not check_kl_bon(None)
+    assert check_bon_peak(lambda a, b: a / (2 * b)) and not check_bon_peak(lambda a, b: a / b)
+    assert not check_bon_peak(lambda a, b: None)
+    peaks = {250: 1.0, 1000: 2.5, 4000: 1.5}
+    assert check_later_peak(1000, peaks) and not check_later_peak(4000, peaks) and not check_later_peak(7, peaks)
+    assert check_stop_step(5, [0, 5, 10], [0.0, 0.3, 0.29]) and check_stop_step(10, [0, 5, 10], [0.0, 0.3, 0.29])
+    assert not check_stop_step(0, [0, 5, 10], [0.0, 0.3, 0.29]) and not check_stop_step(3, [0, 5, 10], [0, 0.3, 0.1])
+    out = capsys.readouterr().out
+    assert out.count("✅ correct") == 5 and out.count("⏳ not attempted yet") == 2
+
+
+def test_sweep_tables_from_a_synthetic_sweep():
+    from rlhf_nb.overopt import fit_table, observed_peak, sweep_runs
+
+    d = [math.sqrt(kl_bon(n)) for n in BON_NS]
+    bon = {str(s): [{"n": n, "kl": x * x, "d": x, "proxy": x, "gold": -0.1 + float(gao_form(torch.tensor(x), 0.6, 0.2, "bon")) + 0.01 * s}
+                    for n, x in zip(BON_NS, d)] for s in range(2)}
+    steps = [{"step": i, "d": 0.5 * i, "kl": 0.25 * i * i, "proxy": i, "gold": float(gao_form(torch.tensor(0.5 * i), 0.5, 0.4, "rl"))}
+             for i in range(10)]
+    sweep = {"config": {"proxies": [10], "kl_coefs": [0.0]}, "bon": {"10": bon},
+             "rl": [{"proxy": 10, "kl_coef": 0.0, "seed": s, "algo": "ppo", "rows": steps} for s in range(2)]}
+    table = fit_table(sweep)
+    assert [(r["method"], r["seeds"]) for r in table] == [("bon", 2), ("rl", 2)]
+    assert (table[0]["alpha"], table[0]["beta"]) == pytest.approx((0.6, 0.2), abs=1e-3)
+    assert (table[1]["alpha"], table[1]["beta"]) == pytest.approx((0.5, 0.4), abs=1e-3)
+    peak = observed_peak(sweep_runs(sweep, "rl", 10))
+    want = max(range(10), key=lambda i: steps[i]["gold"])
+    assert peak["index"] == want and peak["fall"] == pytest.approx(steps[want]["gold"] - steps[-1]["gold"])
+    with pytest.raises(ValueError, match="no rl runs for proxy 10, kl_coef 0.5"):
+        sweep_runs(sweep, "rl", 10, 0.5)
+
+
+@pytest.mark.parametrize("k", [250, 1000, 4000])
+def test_committed_proxies_reproduce_their_held_out_accuracy(k):
+    from rlhf_nb.overopt import load_pairs, load_proxy_metrics, proxy_dir
+    from rlhf_nb.reward_model import evaluate, load_reward_model
+
+    m = load_proxy_metrics(k)
+    assert m["n_train_pairs"] == k and m["pairs"]["temperature"] == 0.15 and m["pairs"]["max_new_tokens"] == 12
+    model, tok = load_reward_model(proxy_dir(k))
+    got = evaluate(model, tok, load_pairs(k, "eval"))
+    assert got["accuracy"] == pytest.approx(m["accuracy"], abs=1e-6)
+    assert load_pairs(k) == load_pairs(4000)[:k]  # nested: the proxies differ only in how much data they saw
+
+
+def test_builders_refuse_bad_flags_in_one_line():
+    import subprocess
+    import sys
+    for mod, args, flag in (("build_proxies", ["--sizes", "0"], "--sizes"),
+                            ("overopt_sweep", ["--bon-samples", "10"], "--bon-samples"),
+                            ("overopt_sweep", ["--kl-coefs", "-1"], "--kl_coef"),
+                            ("overopt_sweep", ["--proxies", "7"], "--proxies")):
+        p = subprocess.run([sys.executable, "-m", f"rlhf_nb.tools.{mod}", *args], capture_output=True, text=True)
+        assert p.returncode == 2 and p.stderr.startswith(f"error: {flag}") and p.stderr.count("\n") == 1, p.stderr

@@ -497,3 +497,64 @@ def check_expected_kl_gradient(fn: Callable[[torch.Tensor, torch.Tensor, str], t
             return False, why + " — weight each token's gradient by π(y), detached: the sample does not move"
     return True, ("E[∇ k1] = Σ_y π(y)·∇log π(y) = ∇Σ_y π(y) = 0: k1 in the loss pulls nowhere; "
                   "E[∇ k3] = ∇KL(ρ‖π) ≠ 0 pulls π toward the reference")
+
+
+# ------------------------------------------------------------------ lesson 08: reward over-optimisation
+
+def check_kl_bon(answer: Any, n: int = 16) -> bool:
+    """KL(best-of-n ‖ base) in nats for this n (3 decimals)."""
+    from ..overopt import kl_bon
+
+    name = f"KL of best-of-{n}"
+    if answer is None:
+        return _not_yet(name, "set `answer` to a number of nats")
+    if not _is_number(answer):
+        return _verdict(False, name, f"answer with a number; got {answer!r}")
+    want = kl_bon(n)
+    return _verdict(abs(answer - want) < 1e-3, name,
+                    f"KL_bon = log n − (n − 1)/n = log {n} − {n - 1}/{n} = {math.log(n):.3f} − {(n - 1) / n:.3f} "
+                    f"= {want:.3f} nats, so d = √KL = {math.sqrt(want):.3f}")
+
+
+@_checker("peak of the best-of-n form")
+def check_bon_peak(fn: Callable[[float, float], float]) -> tuple[bool, str]:
+    """fn(alpha, beta) -> the d where R(d) = d(alpha − beta·d) is largest."""
+    from ..overopt import GaoFit
+
+    for alpha, beta in ((0.6, 0.18), (1.0, 0.5), (0.3, 0.02)):
+        got = float(_call(fn, alpha, beta))
+        want = GaoFit("bon", alpha, beta, 0.0, 0, 0.0).peak_d
+        if abs(got - want) > 1e-6:
+            return False, (f"for alpha = {alpha}, beta = {beta} you gave d = {got:.4f}, expected {want:.4f}: set "
+                           f"dR/dd = alpha − 2·beta·d to 0")
+    return True, "dR/dd = alpha − 2·beta·d = 0 at d* = alpha/(2·beta), where R(d*) = alpha²/(4·beta)"
+
+
+def check_later_peak(answer: Any, peak_d: dict[int, float]) -> bool:
+    """Which proxy (its number of training pairs) has its gold peak at the largest d, as measured (`peak_d`)?"""
+    name = "which proxy peaks later"
+    if answer is None:
+        return _not_yet(name, f"set `answer` to one of {sorted(peak_d)}")
+    if answer not in peak_d:
+        return _verdict(False, name, f"answer with one of the proxies' sizes {sorted(peak_d)}; got {answer!r}")
+    best = max(peak_d, key=peak_d.get)
+    order = ", ".join(f"{k} pairs: d = {peak_d[k]:.2f}" for k in sorted(peak_d))
+    gao = ("as Gao et al. report: more preference data, later peak" if best == max(peak_d)
+           else "not the largest proxy, against Gao et al.'s trend — a measured disagreement")
+    return _verdict(answer == best, name, f"measured peaks: {order}; the latest is the {best}-pair proxy, {gao}")
+
+
+def check_stop_step(answer: Any, steps: Sequence[int], gold: Sequence[float], tol: float = 0.02) -> bool:
+    """The step to stop at: one where the (seed-mean) gold curve is within `tol` of its maximum."""
+    name = "the step to stop at"
+    if answer is None:
+        return _not_yet(name, f"set `answer` to one of the measured steps {list(steps)[:3]} … {list(steps)[-1]}")
+    steps, gold = list(steps), [float(g) for g in gold]
+    if answer not in steps:
+        return _verdict(False, name, f"answer with a measured step ({steps[0]}, {steps[1]}, …); got {answer!r}")
+    i = max(range(len(gold)), key=gold.__getitem__)
+    got = gold[steps.index(answer)]
+    return _verdict(got >= gold[i] - tol, name,
+                    f"the gold peaks at step {steps[i]} ({gold[i]:+.3f}); step {answer} has {got:+.3f} — "
+                    f"{'within' if got >= gold[i] - tol else 'more than'} {tol} below the peak. Without a gold you "
+                    f"would stop at a KL budget or when held-out preference accuracy on policy samples drops")

@@ -286,3 +286,59 @@ def figure_fingerprint(fig) -> str:
 def figure_text(fig) -> str:
     """The text/plain line a notebook stores for a figure (`rlhf_nb.course.start` registers it): nbval compares it."""
     return f"<Figure {len(fig.axes)} axes · data {figure_fingerprint(fig)}>"
+
+
+# ------------------------------------------------------------------ lesson 08: reward over-optimisation
+
+def plot_vs_d(curves: dict[str, Sequence[Sequence[dict]]], keys: Sequence[str] = ("proxy_gain", "gold_gain"),
+              fits: dict | None = None, x: str = "d", title: str | None = None, titles: dict | None = None):
+    """One panel per key against d = sqrt(KL); curves = {label: one list of rows per seed}.
+
+    Seeds on a shared x grid (best-of-n's n) are drawn as a mean line and a min–max band; seeds whose x differs
+    (RL's measured KL) as one thin line each. fits = {label: GaoFit}, drawn dashed on the last panel."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.3), squeeze=False)
+    for label, runs in curves.items():
+        n = min(len(r) for r in runs)
+        xs = np.array([[float(row[x]) for row in r[:n]] for r in runs])  # (seeds, points)
+        shared = np.allclose(xs, xs[0])
+        color = None
+        for ax, k in zip(axes[0], keys):
+            ys = np.array([[float(row[k]) for row in r[:n]] for r in runs])
+            if shared:
+                line, = ax.plot(xs[0], np.nanmean(ys, 0), marker=".", color=color, label=f"{label} ({len(runs)} seeds)")
+                ax.fill_between(xs[0], np.nanmin(ys, 0), np.nanmax(ys, 0), color=line.get_color(), alpha=0.2, lw=0)
+            else:
+                for j, (xr, yr) in enumerate(zip(xs, ys)):
+                    line, = ax.plot(xr, yr, marker=".", ms=3, lw=0.8, alpha=0.7, color=color,
+                                    label=f"{label} ({len(runs)} seeds)" if j == 0 else None)
+                    color = line.get_color()
+            color = line.get_color()
+        if fits and label in fits:
+            grid = np.linspace(0, xs.max(), 200)
+            axes[0][-1].plot(grid, fits[label].predict(grid).numpy(), ls="--", lw=1.5, color=color)
+    for ax, k in zip(axes[0], keys):
+        ax.set_title((titles or {}).get(k, k), fontsize=10)
+        ax.set_xlabel("d = sqrt(KL(π‖π_init))" if x == "d" else x)
+        ax.axhline(0, color="grey", lw=0.6)
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fit_residuals(points: dict[str, tuple[Sequence[float], Sequence[float]]], title: str | None = None):
+    """Residuals (measured − fitted) against d, one colour per label: a good fit scatters around 0 with no shape."""
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    for label, (d, r) in points.items():
+        ax.scatter([float(v) for v in d], [float(v) for v in r], s=8, label=label)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("d = sqrt(KL(π‖π_init))")
+    ax.set_ylabel("measured − fitted gold gain")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
