@@ -1,5 +1,6 @@
-"""Lesson 06 in a real JupyterLab, driven by headless Chromium: run the panel cell, move the KL slider, click Run,
-and check that the figure redraws and the readout shows the new KL coefficient.
+"""Lesson 06 in a real JupyterLab, driven by headless Chromium: run the panel cell, click Run, move the KL slider,
+click Run again, and check that the figure redraws with both runs on it (the legend under it names both curves) and
+the readout shows the new KL coefficient.
 Set RLHF_NB_BROWSER_SCREENSHOT=path.png to also save a picture of the panel when it passes.
 
 Skipped when /usr/bin/chromium (or the playwright package) is missing, unless RLHF_NB_REQUIRE_BROWSER=1 (`make
@@ -27,7 +28,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 FAILURE_SHOT = ROOT / "runs" / "browser_test_failure.png"
-RUN_TIMEOUT_MS = 90_000  # one panel run trains a few seconds; a cold disk makes the kernel's first torch import slow
+RUN_TIMEOUT_MS = 120_000  # one panel run trains 20 steps (seconds; more on a loaded machine); a cold disk slows the first import
 
 pytestmark = pytest.mark.browser
 
@@ -181,6 +182,10 @@ def test_kl_slider_and_run_redraw_the_curve(lab):
             assert png2 != png1, "the figure's PNG bytes did not change"
             text = panel.locator(".rlhf-readout").inner_text()
             assert re.search(r"KL coefficient in use:\s*0\.06", text), text
+            # the second run is drawn over the first: the legend names both curves, oldest first
+            curves = [c.strip() for c in panel.locator(".rlhf-legend .rlhf-curve").all_inner_texts()]
+            assert len(curves) == 2, curves
+            assert curves[0].startswith("β=0.05 B=16") and curves[1].startswith("β=0.06 B=16"), curves
             if os.environ.get("RLHF_NB_BROWSER_SCREENSHOT"):  # a picture of the passing state, for a human to look at
                 panel.screenshot(path=os.environ["RLHF_NB_BROWSER_SCREENSHOT"])
         except BaseException:

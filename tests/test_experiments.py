@@ -1,4 +1,5 @@
-"""run_experiment: reproducible under a seed, validated by RunConfig, probe samples before/after; exercise checks."""
+"""run_experiment: reproducible under a seed, validated by RunConfig, probe samples before/after; the sweep's bands,
+their separation, J/J* against the optimum, the critic probe, and lesson 06's plots."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,9 @@ import json
 import pytest
 
 from rlhf_nb.config import ConfigError
-from rlhf_nb.course.checks import BAD, OK, TODO, check_batch_prediction, check_kl_prediction, check_rlhf_reward
-from rlhf_nb.course.experiments import PROBE_PROMPTS, final_averages, run_experiment, samples_html, samples_table
+from rlhf_nb.course.experiments import (LESSON_RUN, PROBE_PROMPTS, ExperimentResult, band, final_averages, regularised_table,
+                                        run_experiment, run_sweep, samples_html, samples_table, separated_from,
+                                        value_probe)
 
 TINY = dict(steps=3, max_new_tokens=8)
 
@@ -67,18 +69,87 @@ def test_samples_table_and_html_escape():
     assert "&lt;b&gt;" in h and "&amp;" in h and "<b>" not in h and "+0.75" in h
 
 
-@pytest.mark.parametrize("check, right, wrongs", [
-    (check_kl_prediction, 0.0, [0.2]),
-    (check_rlhf_reward, 0.7, [0.8, 0.72]),
-    (check_batch_prediction, 64, [8]),
-])
-def test_checks_pass_right_answers_and_fail_wrong_ones(check, right, wrongs, capsys):
-    assert check(right) is True
-    assert capsys.readouterr().out.startswith(OK)
-    for w in wrongs:
-        assert check(w) is False
-        assert capsys.readouterr().out.startswith(BAD)
-    assert check(None) is False
-    assert capsys.readouterr().out.startswith(TODO)
-    assert check("a string") is False and check(True) is False
-    assert "answer with" in capsys.readouterr().out
+def fake(kl_coef, seed, scores, kls):
+    """An ExperimentResult with these per-step scores and KLs (no training)."""
+    hist = [{"step": i + 1, "objective/scores": a, "objective/kl": b, "objective/rlhf_reward": a - kl_coef * b,
+             "policy/entropy": 1.0} for i, (a, b) in enumerate(zip(scores, kls))]
+    return ExperimentResult(kl_coef, 8, len(hist), seed, hist, [], [], final_averages(hist))
+
+
+def test_band_is_mean_and_min_max_over_seeds():
+    runs = [fake(0.1, s, [0.0, s], [0, 0]) for s in (0, 1, 2)]
+    b = band(runs, "objective/scores")
+    assert b == {"step": [1, 2], "mean": [0.0, 1.0], "lo": [0.0, 0.0], "hi": [0.0, 2.0]}
+
+
+def test_separated_from_needs_the_bands_apart_to_the_end():
+    low = [fake(0.2, s, [0, 0, 0, 0], [1.0 + s, 1.0, 2.0, 2.0]) for s in range(3)]
+    high = [fake(0.0, s, [0, 0, 0, 0], [3.5, 1.0, 5.0 + s, 6.0]) for s in range(3)]
+    assert separated_from(high, low, "objective/kl") == 3  # apart at step 1, touching at step 2, apart from 3 on
+    assert separated_from(low, high, "objective/kl") == 3  # symmetric
+    assert separated_from(high, low, "objective/scores") is None  # identical bands never separate
+    swap = [fake(0.0, s, [0, 0, 0, 0], [3.5, 0.5, 5.0, 6.0]) for s in range(3)]  # below at step 2, above from 3
+    assert separated_from(swap, low, "objective/kl") == 3
+    late = [fake(0.0, s, [0, 0, 0, 0], [5.0, 5.0, 5.0, 2.0]) for s in range(3)]  # overlaps at the last step
+    assert separated_from(late, low, "objective/kl") is None
+
+
+def test_regularised_table_scores_runs_against_j_star():
+    runs = [fake(0.1, s, [0.5] * 4, [2.0] * 4) for s in (0, 1)]
+    rows = regularised_table({"b": (0.1, runs)}, {0.1: {"J_star": 0.6}})
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert rows[0]["J"] == pytest.approx(0.5 - 0.1 * 2.0) and rows[0]["J/J*"] == pytest.approx(0.3 / 0.6)
+    with pytest.raises(KeyError):
+        regularised_table({"b": (0.2, runs)}, {0.1: {"J_star": 0.6}})  # no optimum estimated at that beta
+
+
+@pytest.mark.slow
+def test_run_sweep_runs_every_beta_and_seed_and_keeps_states():
+    sweep = run_sweep(betas=(0.0, 0.3), seeds=(1, 2), batch_size=4, steps=2, max_new_tokens=6, keep_state=True)
+    assert list(sweep) == [0.0, 0.3]
+    assert [[(r.kl_coef, r.seed, r.steps) for r in runs] for runs in sweep.values()] == \
+        [[(0.0, 1, 2), (0.0, 2, 2)], [(0.3, 1, 2), (0.3, 2, 2)]]
+    assert all(h["objective/kl_coef"] == 0.3 for r in sweep[0.3] for h in r.history)
+    assert sweep[0.0][0].state.step == 2 and sweep[0.0][0].state.cfg.learning_rate == LESSON_RUN["learning_rate"]
+    probe = value_probe(sweep[0.3][0].state, n=32)
+    assert set(probe) == {"value head", "best linear head"} and all(v == v for v in probe.values())
+
+
+@pytest.mark.slow
+def test_value_probe_of_a_fresh_head_is_zero():
+    from rlhf_nb.config import RunConfig
+    from rlhf_nb.train import setup
+
+    s = setup(RunConfig(batch_size=4, max_new_tokens=6, progress=False, device="cpu"))
+    assert value_probe(s, n=32)["value head"] == pytest.approx(0.0, abs=1e-6)  # V = 0 explains nothing, exactly
+
+
+def test_plot_bands_draws_a_mean_and_a_band_per_label():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rlhf_nb.course.plots import plot_bands
+
+    runs = {"a": [fake(0.0, s, [0.1 * s, 0.2], [1, 2]).history for s in range(3)],
+            "b": [fake(0.2, s, [0.0, 0.1], [1, 1]).history for s in range(3)]}
+    fig = plot_bands(runs, keys=("objective/scores", "objective/kl"), logy=("objective/kl",))
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.lines] == ["a (3 seeds)", "b (3 seeds)"]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([0.1, 0.2])
+    assert len(ax.collections) == 2 and fig.axes[1].get_yscale() == "symlog"
+
+
+def test_plot_frontier_marks_betas_and_labels_each_run_once():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rlhf_nb.course.plots import plot_frontier
+
+    front = {0.0: {"kl": 4.0, "score": 0.8}, 0.1: {"kl": 2.0, "score": 0.6}, 1.0: {"kl": 0.1, "score": 0.1}}
+    pts = [{"kl": 3.0, "score": 0.3, "label": "x"}, {"kl": 3.5, "score": 0.2, "label": "x"},
+           {"kl": 1.0, "score": 0.1, "label": "y"}]
+    fig = plot_frontier(front, pts, marked=(0.1,))
+    ax = fig.axes[0]
+    assert list(ax.lines[0].get_xdata()) == [4.0, 2.0, 0.1]  # sorted by beta
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["optimum π* (β from right to left)", "x", "y"]
+    assert [t.get_text() for t in ax.texts] == ["β=0.1"]

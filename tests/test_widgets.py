@@ -5,7 +5,8 @@ import pytest
 
 from rlhf_nb.config import ConfigError
 from rlhf_nb.course.experiments import ExperimentResult, final_averages
-from rlhf_nb.course.widgets import KL_RANGE, TrainingPanel, make_panel, render_png
+from rlhf_nb.course.experiments import LESSON_RUN
+from rlhf_nb.course.widgets import KL_RANGE, TrainingPanel, legend_html, make_panel, render_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -23,7 +24,9 @@ def fake_run(kl_coef, batch_size, steps=10, seed=0, **overrides):
 
 def test_defaults_and_ranges():
     p = make_panel()
-    assert (p.kl_slider.value, p.batch_slider.value, p.steps) == (0.05, 16, 10)
+    # one click runs the lesson's sweep settings: long enough to show an effect (lesson 06 measures it)
+    assert (p.kl_slider.value, p.batch_slider.value, p.steps) == (0.05, LESSON_RUN["batch_size"], LESSON_RUN["steps"])
+    assert p.overrides == {"learning_rate": LESSON_RUN["learning_rate"]}
     assert (p.kl_slider.min, p.kl_slider.max) == KL_RANGE[:2]
     assert p.batch_slider.value % 4 == 0 and p.results == [] and p.figure.value == b""
 
@@ -41,6 +44,16 @@ def test_click_runs_with_the_slider_values_and_redraws():
     assert bytes(p.figure.value) != first_png and bytes(p.figure.value).startswith(PNG_MAGIC)  # figure redrawn
     assert p.readout.value != first_text and "<b class='rlhf-kl'>0.30</b>" in p.readout.value
     assert "The acting was" in p.samples.value and not p.button.disabled
+    # both runs stay on the figure, each named by beta and batch size, oldest first
+    assert p.legend.value.count("class='rlhf-curve'") == 2
+    assert p.legend.value.index("β=0.05 B=16") < p.legend.value.index("β=0.30 B=32")
+
+
+def test_legend_lists_only_the_curves_drawn():
+    rs = [fake_run(k, 8, steps=3) for k in (0.0, 0.1, 0.2, 0.3, 0.4)]
+    text = legend_html(rs)
+    assert text.count("rlhf-curve") == 4 and "β=0.00" not in text and "β=0.40 B=8" in text
+    assert legend_html([]) == "<ol class='rlhf-legend'></ol>"
 
 
 def test_run_on_change_observes_the_sliders():
@@ -75,6 +88,7 @@ def test_render_png_keeps_the_last_few_runs():
 @pytest.mark.slow
 def test_real_run_through_the_panel():
     p = make_panel(kl_coef=0.1, batch_size=8, steps=2, max_new_tokens=6)
+    assert p.overrides["learning_rate"] == LESSON_RUN["learning_rate"]
     p.kl_slider.value = 0.2
     r = p.run()
     assert r is p.results[-1] and r.kl_coef == 0.2

@@ -358,48 +358,194 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def check_kl_prediction(answer: Any, low: float = 0.0, high: float = 0.2) -> bool:
-    """Which KL coefficient, `low` or `high`, ends a run with the larger KL to the reference?"""
-    name = "which beta drifts further"
+# ppo_step's stages in order: the PPOBatch fields and metrics each one decides first, and where to look when they differ
+PPO_STEP_STAGES = (
+    ("1. rollout", ("ids", "attn", "context_length", "mask"), ("rollout/completion_len", "rollout/eos_frac"),
+     "sample(s.policy, s.tokenizer, next_prompts(s), cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, "
+     "generator=s.generators['sample'])"),
+    ("2. score", (), ("objective/scores", "objective/scores_std"), "s.reward_fn(ro.prompts, ro.completions).float()"),
+    ("3. log-probs and values", ("logp_old", "values_old", "ref_logp"), ("policy/entropy", "value/mean"),
+     "forward_tokens(model, ids, attn, P, cfg.temperature) under torch.no_grad() for s.policy and s.ref, each "
+     "multiplied by the completion mask"),
+    ("4. KL penalty", (), ("objective/kl", "objective/non_score_reward", "objective/rlhf_reward", "objective/kl_coef"),
+     "kl = kl_estimate(logp_old, ref_logp, cfg.kl_estimator) * mask; per_token_rewards(scores, kl, mask, "
+     "s.kl_ctl.value); seq_kl = (kl_k1(logp_old, ref_logp) * mask).sum(1)"),
+    ("5. advantages", ("advantages", "returns"), ("value/explained_variance",),
+     "compute_gae(rewards, values, mask, cfg.gamma, cfg.lam), then whiten_advantages(advantages, mask)"),
+    ("6. PPO epochs", (), None,  # None: every metric ppo_update returns
+     "ppo_update(s.policy, s.optimizer, PPOBatch(...), cfg, s.generators['minibatch'])"),
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and bool(torch.equal(torch.nan_to_num(a, nan=1e30), torch.nan_to_num(b, nan=1e30))))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _differ(what: str, got: Any, want: Any) -> str:
+    """'<what> = …, the package's …' in the most telling form: the largest gap for tensors of one shape."""
+    if isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor) and got.shape == want.shape:
+        gap = (got.double() - want.double()).abs().nan_to_num(nan=float("inf"))
+        i = int(gap.flatten().argmax())
+        return (f"{what} differs from the package's by up to {float(gap.max()):.4g} (entry {i}: "
+                f"{float(got.flatten()[i]):.6g} vs {float(want.flatten()[i]):.6g})")
+    show = lambda x: (f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)  # noqa: E731
+                      else f"{x:.6g}" if isinstance(x, float) else repr(x))
+    return f"{what} is {show(got)}, the package's {show(want)}"
+
+
+def _run_recording_ppo_batches(fn: Callable, state) -> tuple[Any, list]:
+    """Call fn(state) and record every PPOBatch that reaches ppo_update, however the caller imported it."""
+    import sys
+
+    from ..ppo import ppo_update
+
+    seen, code = [], ppo_update.__code__
+
+    def profiler(frame, event, arg):
+        if event == "call" and frame.f_code is code:
+            seen.append(frame.f_locals["batch"])
+
+    old = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        out = _call(fn, state)  # a stub that raises NotImplementedError or returns None is 'not attempted'
+    finally:
+        sys.setprofile(old)
+    return out, seen
+
+
+def _ppo_step_state(cfg=None):
+    from ..config import RunConfig
+    from ..train import setup
+
+    # two epochs of two minibatches: the general path (no single-pass shortcut), small enough to run in a second
+    cfg = cfg or RunConfig(seed=3, batch_size=8, max_new_tokens=8, ppo_epochs=2, num_minibatches=2, kl_coef=0.05,
+                           progress=False, device="cpu", log_samples=0)
+    return setup(cfg)
+
+
+@_checker("my_ppo_step")
+def check_ppo_step(fn: Callable, steps: int = 2, cfg=None) -> tuple[bool, str]:
+    """fn(state) -> metrics (or (metrics, samples)), as train.ppo_step: run both from copies of one state, `steps`
+    times, and compare every metric exactly, stage by stage; the first stage that differs is named."""
+    import copy
+
+    from ..train import ppo_step
+
+    state = _ppo_step_state(cfg)
+    mine, ref = copy.deepcopy(state), copy.deepcopy(state)  # same weights, optimizer, generators, β
+    for step in range(1, steps + 1):
+        got, got_batches = _run_recording_ppo_batches(fn, mine)
+        got = got[0] if isinstance(got, tuple) else got
+        (want, _), want_batches = _run_recording_ppo_batches(ppo_step, ref)
+        if not isinstance(got, dict):
+            return False, f"return the metrics dict (as step_metrics builds it), got {type(got).__name__}"
+        where = f"at step {step}"
+        missing = sorted(k for k in want if not k.startswith("time/") and k not in got)
+        if missing:
+            return False, f"{where} your metrics lack {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}: " \
+                          "return step_metrics(batch, ro, scores, seq_kl, rewards, non_score_reward, entropy, beta, " \
+                          "upd, clock)"
+        if len(got_batches) != 1:
+            return False, f"{where} ppo_update was called {len(got_batches)} times; call it once per step, with the " \
+                          "whole PPOBatch (it makes the epochs and minibatches itself)"
+        gb, wb = got_batches[0], want_batches[0]
+        update_keys = [k for k in want if k not in {m for st in PPO_STEP_STAGES for m in (st[2] or ())}
+                       and not k.startswith(("time/", "rollout/", "objective/", "value/mean"))]
+        for stage, fields, keys, hint in PPO_STEP_STAGES:
+            for f in fields:
+                if not _same(getattr(gb, f), getattr(wb, f)):
+                    return False, (f"{where}, stage {stage} differs first: "
+                                   f"{_differ('PPOBatch.' + f, getattr(gb, f), getattr(wb, f))}. The package does: {hint}")
+            for k in (keys if keys is not None else update_keys):
+                if not _same(got[k], want[k]):
+                    return False, f"{where}, stage {stage} differs first: {_differ(k, got[k], want[k])}. The package does: {hint}"
+        diff = [n for (n, p), q in zip(mine.policy.named_parameters(), ref.policy.parameters()) if not torch.equal(p, q)]
+        if diff:
+            return False, f"{where}, stage 6. PPO epochs: the weights differ after the update (first: {diff[0]})"
+        if (mine.step, mine.kl_ctl.value) != (ref.step, ref.kl_ctl.value):
+            return False, (f"{where}, stage 7. adapt β differs: step {mine.step}, β {mine.kl_ctl.value:.6g}; the "
+                           f"package's step {ref.step}, β {ref.kl_ctl.value:.6g}. The package does: "
+                           "s.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size * cfg.num_generations); s.step += 1")
+        for name, g in mine.generators.items():
+            if not torch.equal(g.get_state(), ref.generators[name].get_state()):
+                return False, f"{where}: the metrics match but the '{name}' random stream was used differently"
+    n = sum(1 for k in want if not k.startswith("time/"))
+    return True, (f"{steps} steps from the same state and seed: all {n} metrics (time/… aside), the PPO batch, the "
+                  "weights, β and every random stream equal ppo_step's exactly — you have written RLHF")
+
+
+@_checker("the optimum's J*")
+def check_j_star(fn: Callable[[torch.Tensor, float], Any]) -> tuple[bool, str]:
+    """fn(scores (N,) of base samples of one prompt, beta) -> Ĵ* = β·(logsumexp(r/β) − log N)."""
+    from ..optimum import optimum_from_scores
+
+    r = torch.cat([torch.rand(63, generator=_gen(9)) * 2 - 1, torch.ones(1)])  # float32, best score 1
+    for beta in (0.5, 0.1, 0.01):  # r/β = 100 overflows a float32 exp: logsumexp does not
+        got = float(_call(fn, r.clone(), beta))
+        want = optimum_from_scores(r, beta)["J_star"]
+        if not math.isclose(got, want, abs_tol=1e-4):
+            why = f"at β = {beta} you got {got:.6g}, expected {want:.6g}"
+            if math.isclose(got, beta * float(torch.logsumexp(r.double() / beta, 0)), abs_tol=1e-4):
+                why += " — subtract log N: J* is β·log of the MEAN of exp(r/β), not of the sum"
+            elif not math.isfinite(got):
+                why += " — exp(r/β) overflowed; use torch.logsumexp"
+            return False, why
+    return True, ("β·(logsumexp(r/β) − log N) at β = 0.5, 0.1, 0.01: as β → 0 it tends to max r (all mass on the best "
+                  "sample), as β grows to mean r (π* → ρ)")
+
+
+def _choice(name: str, answer: Any, options: dict[str, str], right: str, why: dict[str, str]) -> tuple[bool, str]:
     if answer is None:
-        return _not_yet(name, f"set `answer` to {low:g} or {high:g}")
-    if not _is_number(answer) or answer not in (low, high):
-        return _verdict(False, name, f"answer with one of the two coefficients, {low:g} or {high:g}; got {answer!r}")
-    return _verdict(answer == low, name,
-                    f"with beta = {low:g} the KL term costs {'nothing' if low == 0 else 'little'}, so the policy drifts "
-                    f"as far from the reference as the score pulls it; beta = {high:g} charges beta * kl_t on every "
-                    f"token, so it stays closer")
+        raise _NotAttempted
+    if not isinstance(answer, str) or answer.strip().lower() not in options:
+        return False, f"answer with one of {', '.join(repr(k) for k in options)}; got {answer!r}"
+    a = answer.strip().lower()
+    return a == right, why[a]
 
 
-def check_rlhf_reward(answer: Any, score: float = 0.8, kl: tuple[float, ...] = (0.5, 0.3, 0.2),
-                      kl_coef: float = 0.1) -> bool:
-    """The sequence's RLHF reward sum_t r_t for this score, per-token KL and beta (3 decimals)."""
-    from ..advantages import per_token_rewards
-
-    name = "RLHF reward of one sequence"
-    rewards, _ = per_token_rewards(torch.tensor([score]), torch.tensor([list(kl)]), torch.ones(1, len(kl)), kl_coef)
-    want = float(rewards.sum())
-    if answer is None:
-        return _not_yet(name, "set `answer` to a number")
-    if not _is_number(answer):
-        return _verdict(False, name, f"answer with a number; got {answer!r}")
-    return _verdict(abs(answer - want) < 1e-3, name,
-                    f"r_t = -beta * kl_t on every token, plus the score on the last one, so sum_t r_t = "
-                    f"score - beta * sum_t kl_t = {score:g} - {kl_coef:g} * {sum(kl):g} = {want:.3f}")
+CLIPFRAC_OPTIONS = {"a": "raise the learning rate", "b": "lower the learning rate (or run fewer PPO epochs)",
+                    "c": "raise clip_range to 0.5", "d": "raise kl_coef"}
 
 
-def check_batch_prediction(answer: Any, small: int = 8, large: int = 64) -> bool:
-    """With the same number of steps, which batch size gives the smoother objective/scores curve?"""
-    name = "which batch size is smoother"
-    if answer is None:
-        return _not_yet(name, f"set `answer` to {small} or {large}")
-    if not isinstance(answer, int) or isinstance(answer, bool) or answer not in (small, large):
-        return _verdict(False, name, f"answer with one of the two batch sizes, {small} or {large}; got {answer!r}")
-    return _verdict(answer == large, name,
-                    f"objective/scores is a mean over the batch; its step-to-step noise shrinks like "
-                    f"1/sqrt(batch_size), so batch {large} is about sqrt({large}/{small}) = "
-                    f"{math.sqrt(large / small):.1f}x less noisy than batch {small} (and each of its steps costs "
-                    f"about {large // small}x more compute)")
+@_checker("clipfrac 0.3")
+def check_clipfrac_remedy(answer: Any) -> tuple[bool, str]:
+    """answer: which change (a-d of CLIPFRAC_OPTIONS) to make when policy/clipfrac sits near 0.3 every step."""
+    return _choice("clipfrac 0.3", answer, CLIPFRAC_OPTIONS, "b", {
+        "a": "a larger learning rate moves the ratio further from 1 in each PPO epoch: more clipping, not less",
+        "b": ("clipfrac 0.3 says a third of the tokens' ratios left [1 − ε, 1 + ε] within one step's epochs: each "
+              "update is larger than the trust region PPO relies on. A smaller step size (or fewer epochs over the "
+              "same batch) brings it back to a few percent; watch policy/approx_kl fall with it"),
+        "c": ("a wider clip range only hides the symptom: clipfrac falls because fewer ratios count as clipped, "
+              "while the updates stay as large and off-policy as before"),
+        "d": ("β pulls the policy toward the reference over many steps; it does not limit how far one update moves "
+              "the ratio π_θ/π_old, which is what clipfrac measures"),
+    })
+
+
+REFRESH_OPTIONS = {"a": "it stays about where the fixed-reference run ends",
+                   "b": "it keeps growing: each refresh resets the penalty",
+                   "c": "it shrinks, because the penalty is measured more often"}
+
+
+@_checker("refreshing the reference")
+def check_reference_refresh(answer: Any) -> tuple[bool, str]:
+    """answer: what KL to the ORIGINAL model does when ρ ← π_θ every few steps (a-c of REFRESH_OPTIONS)."""
+    return _choice("refreshing the reference", answer, REFRESH_OPTIONS, "b", {
+        "a": ("that holds only for a fixed ρ: the penalty β·KL(π‖ρ) balances the reward against the distance to ONE "
+              "anchor, so it settles. Move the anchor and the balance point moves with it"),
+        "b": ("after each refresh KL(π_θ‖ρ) is 0 again, so β only limits how far the policy moves between two "
+              "refreshes; the distance from the original model adds up without bound, like training with β = 0 "
+              "in slow motion. The frontier's KL axis (distance from the model you trust) loses its meaning: this "
+              "is the drift the fixed reference exists to prevent"),
+        "c": ("measuring more often does not pull the policy back: the penalty is always against the latest copy, "
+              "which is where the policy already is"),
+    })
 
 
 # ------------------------------------------------------------------ lesson 07: scale with TRL

@@ -1,4 +1,5 @@
-"""Lesson 06's experiments as plain functions: one short RLHF run per (kl_coef, batch_size), sample tables, exercise checks.
+"""Lesson 06's experiments as plain functions: one short RLHF run per (kl_coef, batch_size), β sweeps over seeds, their
+seed bands and their place against the KL-regularised optimum, sample tables.
 
 The interactive panel (rlhf_nb.course.widgets) only moves sliders and calls `run_experiment`; everything here runs and is
 tested without a kernel or a browser.
@@ -18,6 +19,11 @@ from ..policy import sample
 PROBE_PROMPTS = ("The acting was", "I thought the plot", "This movie is", "The ending felt")
 PROBE_SEED = 1234  # its own generator: probing never shifts the training run's random streams
 SUMMARY_KEYS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "policy/entropy")
+# lesson 06's runs: 20 steps of 16 prompts at learning rate 7e-4 show the β trade-off in a few seconds a run (the
+# kit's default 3e-4 needs about 40 steps; 1e-3 pushes policy/approx_kl past 0.5); the panel and the sweep share them
+LESSON_RUN = {"batch_size": 16, "steps": 20, "learning_rate": 7e-4}
+SWEEP_BETAS = (0.0, 0.02, 0.05, 0.2)
+SWEEP_SEEDS = (0, 1, 2)
 
 
 @dataclass
@@ -32,6 +38,7 @@ class ExperimentResult:
     samples_before: list[dict[str, Any]]
     samples_after: list[dict[str, Any]]
     final: dict[str, float] = field(default_factory=dict)  # SUMMARY_KEYS averaged over the last quarter of steps
+    state: Any = field(default=None, repr=False, compare=False)  # the trained TrainState, kept only when asked
 
     @property
     def final_reward(self) -> float:
@@ -65,7 +72,8 @@ def final_averages(history: list[dict[str, float]], keys: tuple[str, ...] = SUMM
 
 
 def run_experiment(kl_coef: float, batch_size: int, steps: int = 10, seed: int = 0,
-                   callback: Callable[[int, dict, dict], None] | None = None, **overrides: Any) -> ExperimentResult:
+                   callback: Callable[[int, dict, dict], None] | None = None, keep_state: bool = False,
+                   **overrides: Any) -> ExperimentResult:
     """Train a fresh policy for `steps` PPO steps with this KL coefficient and batch size; nothing written to disk.
 
     Every value goes through RunConfig first, so a bad one raises ConfigError naming its flag before torch sees it.
@@ -79,7 +87,7 @@ def run_experiment(kl_coef: float, batch_size: int, steps: int = 10, seed: int =
     res = train(cfg, callback=callback, write_run=False, state=state)
     after = probe_samples(res.state)
     return ExperimentResult(float(kl_coef), int(batch_size), int(steps), int(seed), res.history, before, after,
-                            final_averages(res.history))
+                            final_averages(res.history), res.state if keep_state else None)
 
 
 def samples_table(before: list[dict], after: list[dict], digits: int = 2):
@@ -100,3 +108,86 @@ def samples_html(before: list[dict], after: list[dict], digits: int = 2) -> str:
         f"<td {pad}>{b['score']:+.{digits}f}</td><td {pad}>{html.escape(a['completion'])}</td>"
         f"<td {pad}>{a['score']:+.{digits}f}</td></tr>" for b, a in zip(before, after))
     return f"<table class='rlhf-samples'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def run_sweep(betas=SWEEP_BETAS, seeds=SWEEP_SEEDS, batch_size: int = LESSON_RUN["batch_size"],
+              steps: int = LESSON_RUN["steps"], **overrides: Any) -> dict[float, list[ExperimentResult]]:
+    """One run per (β, seed), all other settings equal: {β: [result per seed]}."""
+    overrides = {"learning_rate": LESSON_RUN["learning_rate"], **overrides}
+    return {float(b): [run_experiment(b, batch_size, steps=steps, seed=s, **overrides) for s in seeds] for b in betas}
+
+
+def band(results: list[ExperimentResult], key: str) -> dict[str, list[float]]:
+    """Across seeds, step by step: the mean and the min–max band of one metric."""
+    n = min(len(r.history) for r in results)
+    cols = [[float(r.history[i][key]) for r in results] for i in range(n)]
+    return {"step": [results[0].history[i]["step"] for i in range(n)], "mean": [sum(c) / len(c) for c in cols],
+            "lo": [min(c) for c in cols], "hi": [max(c) for c in cols]}
+
+
+def separated_from(a: list[ExperimentResult], b: list[ExperimentResult], key: str) -> int | None:
+    """The first step from which the min–max bands of a and b never overlap again, one staying on the same side of
+    the other; None if they overlap (or swap sides) at the last step.
+
+    Conclusions from a sweep are drawn only there: before it, a seed of one setting can beat a seed of the other."""
+    ba, bb = band(a, key), band(b, key)
+    first, side = None, 0
+    for step, lo_a, hi_a, lo_b, hi_b in zip(ba["step"], ba["lo"], ba["hi"], bb["lo"], bb["hi"]):
+        now = 1 if lo_a > hi_b else -1 if hi_a < lo_b else 0  # a above b, a below b, or overlapping
+        if now == 0 or now != side:
+            first = step if now else None
+        side = now
+    return first
+
+
+def regularised_table(runs: dict[str, tuple[float, list[ExperimentResult]]], optimum: dict[float, dict]) -> list[dict]:
+    """One row per run: its last-quarter score and KL, J = score − β·KL, and J/J* against the optimum at its β.
+
+    runs: {label: (β, results)}; optimum: {β: {"J_star", …}} from rlhf_nb.optimum.frontier."""
+    from ..optimum import objective
+
+    rows = []
+    for label, (beta, results) in runs.items():
+        j_star = optimum[float(beta)]["J_star"]
+        for r in results:
+            j = objective(r.final_reward, r.final_kl, beta)
+            rows.append({"run": label, "beta": beta, "seed": r.seed, "score": r.final_reward, "kl": r.final_kl,
+                         "J": j, "J_star": j_star, "J/J*": j / j_star})
+    return rows
+
+
+@torch.no_grad()
+def _value_data(state, n: int, seed: int):
+    """n rollouts of the state's policy: trunk features where each token is chosen, value head, Monte-Carlo returns."""
+    from ..corpus import get_prompts
+    from ..kl import kl_k1
+    from ..policy import forward_tokens, position_ids_from_mask
+
+    s, g = state, torch.Generator().manual_seed(seed)
+    ro = sample(s.policy, s.tokenizer, get_prompts(n, seed=seed), s.cfg.max_new_tokens, s.cfg.temperature,
+                s.cfg.top_k, s.cfg.top_p, generator=g)
+    ids, attn, P, mask = ro.query_responses, ro.attention_mask, ro.context_length, ro.completion_mask.float()
+    hidden = s.policy.lm(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn),
+                         output_hidden_states=True).hidden_states[-1][:, P - 1:-1]  # (B, T, H): what V(s_t) reads
+    logp, _, _ = forward_tokens(s.policy.lm, ids, attn, P, s.cfg.temperature)
+    ref_logp, _, _ = forward_tokens(s.ref, ids, attn, P, s.cfg.temperature)
+    kl_to_go = (kl_k1(logp, ref_logp) * mask).flip(1).cumsum(1).flip(1)  # Σ_{u ≥ t} kl_u
+    scores = s.reward_fn(ro.prompts, ro.completions).float()
+    returns = (scores[:, None] - s.kl_ctl.value * kl_to_go) * mask  # R_t with γ = λ = 1: what V(s_t) estimates
+    return hidden, s.policy.value_head(hidden) * mask, returns, mask
+
+
+def value_probe(state, n: int = 256, ridge: float = 0.1) -> dict[str, float]:
+    """Explained variance, on n fresh rollouts, of the value head and of the best linear head on the same trunk.
+
+    The best head is a ridge regression fit on n other rollouts: if it cannot explain the returns, no training of the
+    value head can; if it can and the head does not, the head is lagging behind its features."""
+    from ..ppo import explained_variance
+
+    h_fit, _, r_fit, m_fit = _value_data(state, n, seed=101)
+    h, v, r, m = _value_data(state, n, seed=202)
+    sel = m_fit.bool()
+    X = torch.cat([h_fit[sel], torch.ones(int(sel.sum()), 1)], 1).double()
+    w = torch.linalg.solve(X.T @ X + ridge * torch.eye(X.shape[1], dtype=torch.float64), X.T @ r_fit[sel].double())
+    best = (torch.cat([h, torch.ones(*h.shape[:2], 1)], -1).double() @ w).float()
+    return {"value head": explained_variance(v, r, m), "best linear head": explained_variance(best, r, m)}

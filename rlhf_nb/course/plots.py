@@ -206,6 +206,64 @@ def plot_comparison(runs: dict[str, list[dict[str, float]]], path: str | Path | 
     return fig
 
 
+# ------------------------------------------------------------------ lesson 06: seed bands and the optimum's frontier
+
+def plot_bands(runs: dict[str, Sequence[Sequence[dict]]], keys: Sequence[str] = ("objective/scores", "objective/kl"),
+               x: str = "step", title: str | None = None, logy: Sequence[str] = ()):
+    """One panel per metric: for each label, the mean over its seeds' histories (line) and their min–max (band)."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for label, histories in runs.items():
+        n = min(len(h) for h in histories)
+        xs = [r[x] for r in histories[0][:n]]
+        for ax, k in zip(axes[0], keys):
+            ys = np.array([[float(r[k]) for r in h[:n]] for h in histories])  # (seeds, steps)
+            line, = ax.plot(xs, ys.mean(0), label=f"{label} ({len(histories)} seeds)")
+            ax.fill_between(xs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    for ax, k in zip(axes[0], keys):
+        ax.set_title(k, fontsize=10)
+        ax.set_xlabel(x)
+        if k in logy:
+            ax.set_yscale("symlog", linthresh=1.0)
+    axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(frontier: dict[float, dict], points: Sequence[dict] = (), marked: Sequence[float] = (),
+                  title: str | None = None):
+    """The optimum's (KL, score) curve over β, with `marked` β labelled on it, and runs as points.
+
+    frontier: {β: {"kl", "score"}} (rlhf_nb.optimum.frontier); points: dicts with kl, score, label (one colour per
+    label; several seeds of one label share it)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    betas = sorted(frontier)
+    ax.plot([frontier[b]["kl"] for b in betas], [frontier[b]["score"] for b in betas], color="k", lw=1.5,
+            label="optimum π* (β from right to left)")
+    for i, b in enumerate(sorted(marked)):
+        f = frontier[b]
+        ax.plot([f["kl"]], [f["score"]], "k*", ms=9)
+        # neighbouring βs sit close on the curve: alternate their labels above and below it
+        ax.annotate(f"β={b:g}", (f["kl"], f["score"]), textcoords="offset points", xytext=(-8, 8) if i % 2 else (4, -13),
+                    fontsize=8)
+    colours: dict[str, str] = {}
+    for p in points:
+        first = p["label"] not in colours
+        c = colours.setdefault(p["label"], f"C{len(colours)}")
+        ax.plot([p["kl"]], [p["score"]], "o", color=c, alpha=0.8, label=p["label"] if first else None)
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("KL(π‖ρ) per sequence, nats")
+    ax.set_ylabel("mean score E[r]")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------ what nbval compares of a figure
 
 def _numbers(values) -> str:

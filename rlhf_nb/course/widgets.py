@@ -1,5 +1,8 @@
 """Lesson 06's interactive panel: a KL-coefficient slider, a batch-size slider, a Run button, and the curves.
 
+Each Run is drawn over the previous ones (the last MAX_CURVES, labelled by β and batch size, all with the same seed),
+so moving a slider and pressing Run shows the difference; the legend is also written as text (`panel.legend`).
+
 The panel does no training itself: `panel.run()` reads the sliders, calls the plain `run_experiment`, and writes the
 result into widgets by setting `.value` (never by printing). The figure is a PNG drawn with matplotlib's Agg canvas
 into an `ipywidgets.Image`, which redraws in any JupyterLab without ipympl and never leaks into cell outputs.
@@ -15,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..config import ConfigError
-from .experiments import ExperimentResult, run_experiment, samples_html
+from .experiments import LESSON_RUN, ExperimentResult, run_experiment, samples_html
 from .plots import plot_history
 
 PLOT_KEYS = ("objective/scores", "objective/kl", "policy/entropy")
@@ -24,13 +27,18 @@ BATCH_RANGE = (4, 64, 4)  # multiples of 4 so that the default 2 minibatches alw
 MAX_CURVES = 4  # the last few runs stay on the figure, so moving a slider shows the difference
 
 
+def curve_label(r: ExperimentResult) -> str:
+    """How a run is named on the figure and in the legend readout."""
+    return f"β={r.kl_coef:.2f} B={r.batch_size}"
+
+
 def render_png(results: list[ExperimentResult], keys: tuple[str, ...] = PLOT_KEYS) -> bytes:
     """Draw the last MAX_CURVES runs (newest last) as one row of panels; return PNG bytes. No pyplot, no display."""
     fig = Figure(figsize=(3.2 * len(keys), 2.8), dpi=80)
     FigureCanvasAgg(fig)
     fig.subplots(1, len(keys), squeeze=False)
     for r in results[-MAX_CURVES:]:
-        plot_history(r.history, keys=keys, fig=fig, label=f"beta={r.kl_coef:.2f} B={r.batch_size}")
+        plot_history(r.history, keys=keys, fig=fig, label=curve_label(r))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -45,10 +53,18 @@ def readout_html(r: ExperimentResult) -> str:
             f"&nbsp; RLHF reward {f['objective/rlhf_reward']:+.3f} &nbsp; entropy {f['policy/entropy']:.3f}</div>")
 
 
+def legend_html(results: list[ExperimentResult]) -> str:
+    """The curves on the figure, oldest first, with each run's last-quarter score and KL: the figure's legend as text."""
+    items = "".join(f"<li class='rlhf-curve'>{html.escape(curve_label(r))}: score {r.final_reward:+.3f}, "
+                    f"KL {r.final_kl:.2f}</li>" for r in results[-MAX_CURVES:])
+    return f"<ol class='rlhf-legend'>{items}</ol>"
+
+
 class TrainingPanel:
     """Sliders + Run button + readout + figure + samples table. `results` records every run, for tests and for you."""
 
-    def __init__(self, kl_coef: float = 0.05, batch_size: int = 16, steps: int = 10, seed: int = 0,
+    def __init__(self, kl_coef: float = 0.05, batch_size: int = LESSON_RUN["batch_size"],
+                 steps: int = LESSON_RUN["steps"], seed: int = 0,
                  run_on_change: bool = False, run_fn: Callable[..., ExperimentResult] = run_experiment,
                  **overrides: Any) -> None:
         self.steps, self.seed, self.overrides, self.run_fn = steps, seed, overrides, run_fn
@@ -60,13 +76,14 @@ class TrainingPanel:
         self.button = W.Button(description="Run", button_style="primary", tooltip=f"train {steps} PPO steps")
         self.readout = W.HTML(value="<div class='rlhf-readout'>Move a slider and press Run.</div>")
         self.figure = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.legend = W.HTML(value=legend_html([]))
         self.samples = W.HTML()
         self.button.on_click(lambda _button: self.run())
         if run_on_change:  # off by default: each run trains for seconds, so an explicit Run is kinder
             for s in (self.kl_slider, self.batch_slider):
                 s.observe(lambda _change: self.run(), names="value")
         self.widget = W.VBox([W.HBox([self.kl_slider, self.batch_slider, self.button]), self.readout, self.figure,
-                              self.samples])
+                              self.legend, self.samples])
         self.widget.add_class("rlhf-panel")
 
     def run(self) -> ExperimentResult | None:
@@ -90,12 +107,15 @@ class TrainingPanel:
         self.results.append(result)
         self.figure.value = render_png(self.results)
         self.readout.value = readout_html(result)
+        self.legend.value = legend_html(self.results)
         self.samples.value = samples_html(result.samples_before, result.samples_after)
 
     def _repr_mimebundle_(self, **kwargs):  # `panel` as a cell's last line displays the widget
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def make_panel(kl_coef: float = 0.05, batch_size: int = 16, steps: int = 10, seed: int = 0, **overrides: Any) -> TrainingPanel:
-    """The panel of lesson 06 with these defaults; `overrides` go to RunConfig (e.g. reward="length")."""
+def make_panel(kl_coef: float = 0.05, batch_size: int = LESSON_RUN["batch_size"], steps: int = LESSON_RUN["steps"],
+               seed: int = 0, **overrides: Any) -> TrainingPanel:
+    """The panel of lesson 06 with the sweep's settings (LESSON_RUN); `overrides` go to RunConfig (e.g. reward="length")."""
+    overrides = {"learning_rate": LESSON_RUN["learning_rate"], **overrides}
     return TrainingPanel(kl_coef=kl_coef, batch_size=batch_size, steps=steps, seed=seed, **overrides)
