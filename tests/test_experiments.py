@@ -7,9 +7,9 @@ import json
 import pytest
 
 from rlhf_nb.config import ConfigError
-from rlhf_nb.course.experiments import (LESSON_RUN, PROBE_PROMPTS, ExperimentResult, band, final_averages, regularised_table,
-                                        run_experiment, run_sweep, samples_html, samples_table, separated_from,
-                                        value_probe)
+from rlhf_nb.course.experiments import (LESSON_RUN, PROBE_PROMPTS, ExperimentResult, band, final_averages,
+                                        regularised_table, run_experiment, run_sweep, samples_html, samples_table,
+                                        separated_from, value_probe)
 
 TINY = dict(steps=3, max_new_tokens=8)
 

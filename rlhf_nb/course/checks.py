@@ -460,12 +460,14 @@ def check_ppo_step(fn: Callable, steps: int = 2, cfg=None) -> tuple[bool, str]:
         for stage, fields, keys, hint in PPO_STEP_STAGES:
             for f in fields:
                 if not _same(getattr(gb, f), getattr(wb, f)):
-                    return False, (f"{where}, stage {stage} differs first: "
-                                   f"{_differ('PPOBatch.' + f, getattr(gb, f), getattr(wb, f))}. The package does: {hint}")
+                    what = _differ("PPOBatch." + f, getattr(gb, f), getattr(wb, f))
+                    return False, f"{where}, stage {stage} differs first: {what}. The package does: {hint}"
             for k in (keys if keys is not None else update_keys):
                 if not _same(got[k], want[k]):
-                    return False, f"{where}, stage {stage} differs first: {_differ(k, got[k], want[k])}. The package does: {hint}"
-        diff = [n for (n, p), q in zip(mine.policy.named_parameters(), ref.policy.parameters()) if not torch.equal(p, q)]
+                    what = _differ(k, got[k], want[k])
+                    return False, f"{where}, stage {stage} differs first: {what}. The package does: {hint}"
+        diff = [n for (n, p), q in zip(mine.policy.named_parameters(), ref.policy.parameters())
+                if not torch.equal(p, q)]
         if diff:
             return False, f"{where}, stage 6. PPO epochs: the weights differ after the update (first: {diff[0]})"
         if (mine.step, mine.kl_ctl.value) != (ref.step, ref.kl_ctl.value):

@@ -247,8 +247,8 @@ def plot_frontier(frontier: dict[float, dict], points: Sequence[dict] = (), mark
         f = frontier[b]
         ax.plot([f["kl"]], [f["score"]], "k*", ms=9)
         # neighbouring βs sit close on the curve: alternate their labels above and below it
-        ax.annotate(f"β={b:g}", (f["kl"], f["score"]), textcoords="offset points", xytext=(-8, 8) if i % 2 else (4, -13),
-                    fontsize=8)
+        ax.annotate(f"β={b:g}", (f["kl"], f["score"]), textcoords="offset points",
+                    xytext=(-8, 8) if i % 2 else (4, -13), fontsize=8)
     colours: dict[str, str] = {}
     for p in points:
         first = p["label"] not in colours

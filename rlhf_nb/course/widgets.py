@@ -54,7 +54,7 @@ def readout_html(r: ExperimentResult) -> str:
 
 
 def legend_html(results: list[ExperimentResult]) -> str:
-    """The curves on the figure, oldest first, with each run's last-quarter score and KL: the figure's legend as text."""
+    """The curves on the figure, oldest first, with each run's last-quarter score and KL: the legend as text."""
     items = "".join(f"<li class='rlhf-curve'>{html.escape(curve_label(r))}: score {r.final_reward:+.3f}, "
                     f"KL {r.final_kl:.2f}</li>" for r in results[-MAX_CURVES:])
     return f"<ol class='rlhf-legend'>{items}</ol>"
@@ -116,6 +116,6 @@ class TrainingPanel:
 
 def make_panel(kl_coef: float = 0.05, batch_size: int = LESSON_RUN["batch_size"], steps: int = LESSON_RUN["steps"],
                seed: int = 0, **overrides: Any) -> TrainingPanel:
-    """The panel of lesson 06 with the sweep's settings (LESSON_RUN); `overrides` go to RunConfig (e.g. reward="length")."""
+    """Lesson 06's panel with the sweep's settings (LESSON_RUN); `overrides` go to RunConfig (e.g. reward="length")."""
     overrides = {"learning_rate": LESSON_RUN["learning_rate"], **overrides}
     return TrainingPanel(kl_coef=kl_coef, batch_size=batch_size, steps=steps, seed=seed, **overrides)
