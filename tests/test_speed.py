@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_nb import policy as policy_mod
-from rlhf_nb import ppo as ppo_mod
 from rlhf_nb.config import ConfigError, RunConfig
 from rlhf_nb.corpus import PROMPTS
 from rlhf_nb.masking import masked_mean
@@ -64,11 +63,10 @@ def test_forward_tokens_equals_the_plain_forward_bitwise(policy_and_tokenizer, n
     assert ref_fast[1] is None and ref_fast[2] is None and torch.equal(ref_fast[0], plain[0])
 
 
-def test_sampling_draws_the_same_tokens_as_the_plain_path(policy_and_tokenizer, monkeypatch):
+def test_sampling_draws_the_same_tokens_as_the_plain_path(policy_and_tokenizer, request):
     lm, tok = policy_and_tokenizer
     fast = [_rollout(lm, tok, 16, 12, seed=s).query_responses for s in range(3)]
-    monkeypatch.setattr(policy_mod, "_keep_kwarg", lambda lm, n: {})
-    monkeypatch.setattr(policy_mod, "_scaled", lambda logits, t: logits / t)
+    request.getfixturevalue("plain_paths")
     for s, ids in enumerate(fast):
         assert torch.equal(ids, _rollout(lm, tok, 16, 12, seed=s).query_responses)
 
