@@ -215,7 +215,8 @@ def _keep_kwarg(lm: nn.Module, logits_to_keep: int) -> dict:
 
     Each logit row is its own dot products, so the kept rows are the same numbers to the bit; only use it without
     grad, since the head's weight gradient sums over rows and fewer rows would change that sum's rounding."""
-    return {"logits_to_keep": logits_to_keep} if logits_to_keep and "logits_to_keep" in _forward_params(type(lm)) else {}
+    takes = "logits_to_keep" in _forward_params(type(lm))
+    return {"logits_to_keep": logits_to_keep} if logits_to_keep and takes else {}
 
 
 @torch.no_grad()

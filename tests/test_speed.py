@@ -102,7 +102,8 @@ def test_ppo_update_without_entropy_bonus_equals_the_plain_update_bitwise(policy
     adv, ret = torch.randn(mask.shape), torch.randn(mask.shape)
     batch = PPOBatch(ids, attn, P, mask, logp_old * mask, adv * mask, values * mask, ret * mask)
     runs = []
-    for update in (lambda pol, opt, g: ppo_update(pol, opt, batch, cfg, g), lambda pol, opt, g: _plain_update(pol, opt, batch, cfg, g)):
+    for update in (lambda pol, opt, g: ppo_update(pol, opt, batch, cfg, g),
+                   lambda pol, opt, g: _plain_update(pol, opt, batch, cfg, g)):
         pol = PolicyWithValue(make_reference(lm))
         pol.load_state_dict(base.state_dict())
         for p in pol.parameters():

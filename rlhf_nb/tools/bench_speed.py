@@ -170,7 +170,8 @@ def efficiency(step: dict[str, Any], peak_gflops: float) -> dict[str, dict[str, 
     for k in (*STAGES, "other", "step"):
         g, s = step["gflop"][k], step["seconds"][k]
         limit = g / peak_gflops
-        rows[k] = {"gflop": g, "seconds": s, "gflops": g / s if s else 0.0, "of_peak": g / s / peak_gflops if s else 0.0,
+        rate = g / s if s else 0.0
+        rows[k] = {"gflop": g, "seconds": s, "gflops": rate, "of_peak": rate / peak_gflops,
                    "x_limit": s / limit if limit else float("inf")}
     return rows
 
@@ -228,7 +229,8 @@ def _child(kind: str, spec: dict, out: Path) -> None:
     if kind == "threads":
         marks = []
         with tempfile.TemporaryDirectory() as d:
-            res = train(cfg.replace(out=d), callback=lambda *a: marks.append((time.perf_counter(), time.process_time())))
+            res = train(cfg.replace(out=d),
+                        callback=lambda *a: marks.append((time.perf_counter(), time.process_time())))
             rows = [strip_wall_time(r) for r in read_jsonl(res.run_dir / "logs" / "train.jsonl")]
         wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])]  # step i+1 alone: between two callbacks
         cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
@@ -244,8 +246,8 @@ def _child(kind: str, spec: dict, out: Path) -> None:
             cpu.append(time.process_time() - t)
             wall.append(time.perf_counter() - w)
             lengths.append(m["rollout/completion_len"])
-        result = {"gflop": fc.get_total_flops() / 1e9, "cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall),
-                  "completion_len": statistics.mean(lengths),
+        result = {"gflop": fc.get_total_flops() / 1e9, "cpu_s": statistics.median(cpu),
+                  "wall_s": statistics.median(wall), "completion_len": statistics.mean(lengths),
                   "tokens": statistics.mean(lengths) * cfg.batch_size * cfg.num_generations,
                   "params": sum(p.numel() for p in s.policy.lm.parameters())}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -306,7 +308,8 @@ def growth(steps: int = 2, batches=GROWTH_BATCH, tokens=GROWTH_TOKENS, models=GR
         # max_new_tokens of them, so this axis measures what longer completions cost
         twin = _random_gpt2(Path(d), "twin", {})
         for n in tokens:
-            out["max_new_tokens"][n] = _in_child("growth", {"flags": {"max_new_tokens": n, "model": twin}, "steps": steps})
+            spec = {"flags": {"max_new_tokens": n, "model": twin}, "steps": steps}
+            out["max_new_tokens"][n] = _in_child("growth", spec)
         for name, shape in models.items():
             flags = {} if shape is None else {"model": _random_gpt2(Path(d), name, shape)}
             out["model"][name] = _in_child("growth", {"flags": flags, "steps": steps})
@@ -421,9 +424,9 @@ def render_speed(r: dict[str, Any]) -> list[str]:
                      f"below; target ≤ {GRPO_TARGET}×: {'met' if q <= GRPO_TARGET else '**missed**'}).")
     p = r["profile"]
     mm_x = p["matmul_s"] / (r["ppo"]["gflop"]["step"] / peak["peak"])
-    lines += ["", f"The step's matmuls alone take {p['matmul_s']:.3f} CPU s ({mm_x:.2f}× the limit: in the loop they run "
-                  f"slower than alone, on cache-cold weights and small shapes); everything else — GELU, attention, "
-                  f"softmax over the vocabulary, layer norms, sampling's random numbers, Adam — adds "
+    lines += ["", f"The step's matmuls alone take {p['matmul_s']:.3f} CPU s ({mm_x:.2f}× the limit: in the loop "
+                  f"they run slower than alone, on cache-cold weights and small shapes); everything else — GELU, "
+                  f"attention, softmax over the vocabulary, layer norms, sampling's random numbers, Adam — adds "
                   f"{p['step_s'] - p['matmul_s']:.3f} s."]
     lines += ["", f"Where one default step's {p['step_s']:.3f} CPU s go, by aten op (self time per step, measured "
                   f"around each kernel with `thread_time`, so other jobs on the CPU do not inflate it); "
@@ -431,10 +434,12 @@ def render_speed(r: dict[str, Any]) -> list[str]:
                   f"Python, module calls, autograd and allocator bookkeeping.", "",
               "| op | CPU s per step | share of the step | calls per step |", "|---|---|---|---|"]
     for row in p["top"]:
-        lines.append(f"| `{row['op']}` | {row['seconds']:.3f} | {100 * row['seconds'] / p['step_s']:.0f}% | {row['calls']} |")
+        share = 100 * row["seconds"] / p["step_s"]
+        lines.append(f"| `{row['op']}` | {row['seconds']:.3f} | {share:.0f}% | {row['calls']} |")
     t = r["threads"]
-    lines += ["", "### Threads", "", f"The default step at each `--threads` (`0` = all {r['machine_threads_available']} "
-              f"cores here), each run twice in a fresh process, {t['steps']} steps; wall seconds per step (the "
+    cores = r["machine_threads_available"]
+    lines += ["", "### Threads", "", f"The default step at each `--threads` (`0` = all {cores} cores here), each "
+              f"run twice in a fresh process, {t['steps']} steps; wall seconds per step (the "
               "clock a second thread can improve) and the process's CPU seconds (all threads).", "",
               "| threads | wall s / step | speed-up | CPU s / step | same seed twice → identical JSONL |",
               "|---|---|---|---|---|"]
@@ -460,27 +465,28 @@ def _growth_lines(g: dict[str, Any]) -> list[str]:
         lines += [f"| {title} | tokens per completion | step s | tokens/s | GFLOP | GFLOP/s | peak RSS MB |",
                   "|---|---|---|---|---|---|---|"]
         for k, row in g[axis].items():
-            lines.append(f"| {k} | {row['completion_len']:.1f} | {row['cpu_s']:.2f} | {row['tokens'] / row['cpu_s']:.0f} | "
-                         f"{row['gflop']:.1f} | {row['gflop'] / row['cpu_s']:.0f} | {row['peak_rss_mb']:.0f} |")
+            lines.append(f"| {k} | {row['completion_len']:.1f} | {row['cpu_s']:.2f} | "
+                         f"{row['tokens'] / row['cpu_s']:.0f} | {row['gflop']:.1f} | "
+                         f"{row['gflop'] / row['cpu_s']:.0f} | {row['peak_rss_mb']:.0f} |")
         lines.append("")
     b, n = f["batch_size"], f["max_new_tokens"]
     gp = f["gpt2"]
+    attn = 100 * (16 + max(map(int, g["max_new_tokens"]))) / (6 * 128)  # ≤ 16 prompt tokens, width 128
     lines += [f"Fits: step ≈ {b['a']:.3f} s + {1e3 * b['b']:.1f} ms × batch size (R² {b['r2']:.3f}, largest miss "
               f"{100 * b['max_rel_residual']:.0f}%); step ≈ {n['a']:.3f} s + {1e3 * n['b']:.1f} ms × new tokens "
               f"(R² {n['r2']:.3f}, largest miss {100 * n['max_rel_residual']:.0f}%). Peak RSS ≈ "
               f"{f['rss_vs_params']['a']:.0f} MB + {f['rss_vs_params']['b']:.1f} MB per million parameters (policy, "
               f"reference, gradient and Adam's two moments are 20 MB of it; the rest is activations). Cost stays "
               f"linear in tokens because attention's share of a layer's FLOPs is L/(6·width) for L positions: "
-              f"at most {100 * (16 + max(map(int, g['max_new_tokens']))) / (6 * 128):.0f}% for the embedded model at its longest "
-              f"completions here, under 1% for GPT-2 small's width at the default length; memory, not attention, is "
-              f"what grows fastest with model size.",
+              f"at most {attn:.0f}% for the embedded model at its longest completions here, under 1% for GPT-2 "
+              f"small's width at the default length; memory, not attention, is what grows fastest with model size.",
               "",
               f"`--model gpt2` (124M parameters, a 50,257-token vocabulary): GPT-2 small's shape ran at "
               f"{list(f['model_gflops'].values())[-1]:.0f} GFLOP/s here; its vocabulary makes the same step "
-              f"≈ {gp['gflop_per_step']:.0f} GFLOP, so expect ≈ {gp['step_s_one_thread']:.0f} s per default step at one "
-              f"thread (≈ {gp['tokens_per_s']:.0f} sampled tokens/s) and ≈ {gp['peak_rss_mb'] / 1024:.1f} GB peak RSS "
-              f"plus the (batch, tokens, 50,257) logits. A laptop with more cores divides the time by about the "
-              f"thread speed-up above (`--threads 0`); a smaller batch or fewer new tokens shrink it along the fits."]
+              f"≈ {gp['gflop_per_step']:.0f} GFLOP, so expect ≈ {gp['step_s_one_thread']:.0f} s per default step "
+              f"at one thread (≈ {gp['tokens_per_s']:.0f} sampled tokens/s) and ≈ {gp['peak_rss_mb'] / 1024:.1f} GB "
+              f"peak RSS plus the (batch, tokens, 50,257) logits. A laptop with more cores divides the time by about "
+              f"the thread speed-up above (`--threads 0`); a smaller batch or fewer new tokens shrink it along the fits."]
     return lines
 
 
