@@ -75,6 +75,13 @@ train_quick: $(STAMP)  ## about a minute: the mean sentiment score climbs from 0
 train_full: $(STAMP)  ## several minutes, adaptive KL
 	$(PY) -m rlhf_nb.train --seed 0 --epochs 10 --steps_per_epoch 30 --batch_size 64 --adaptive_kl --target_kl 4 --save_every 50 --out $(TRAIN_OUT)
 
+.PHONY: dpo_smoke dpo_compare
+dpo_smoke: $(STAMP)  ## one DPO epoch on lesson 08's 1,000 preference pairs, standard run folder (< 30 s)
+	$(PY) -m rlhf_nb.dpo --seed 0 --epochs 1 --batch_size 64 --eval_samples 64 --save_every 8 --out $(TRAIN_OUT)
+
+dpo_compare: $(STAMP)  ## DPO vs SFT vs reward model + PPO on the same pairs, by gold at matched KL (rlhf_nb/assets/dpo-vs-ppo.json; ~25 CPU min)
+	$(PY) -m rlhf_nb.tools.dpo_vs_ppo
+
 tensorboard: $(STAMP)  ## TensorBoard over runs/
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1
 

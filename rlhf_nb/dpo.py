@@ -187,14 +187,17 @@ def heldout_accuracy(policy, ref, tokenizer, pairs: Sequence[dict], beta: float 
     """Implicit-reward accuracy on pairs, as `reward_model.evaluate` scores a reward model.
 
     accuracy: share of pairs with gold_chosen ≠ gold_rejected where r̂ orders the two like the gold (nan if the
-    records carry no gold); label_accuracy: share where r̂(chosen) > r̂(rejected), i.e. agreement with the labels."""
+    records carry no gold); label_accuracy: share where r̂(chosen) > r̂(rejected), i.e. agreement with the labels;
+    chosen_logratio / rejected_logratio: mean log π − log ρ of the chosen / rejected completions (nats)."""
     enc = tokenize_pairs(tokenizer, pairs)
     pad = tokenizer.pad_token_id
     logps = torch.cat([torch.stack(sequence_logps(policy, collate(enc[i:i + batch_size], pad), False)[0].chunk(2), 1)
                        for i in range(0, len(enc), batch_size)])  # (N, 2)
-    margin = implicit_reward(logps, reference_logps(ref, enc, pad, batch_size), beta)  # (N, 2)
-    ds = (margin[:, 0] - margin[:, 1]).double()  # r̂(y_w) − r̂(y_l): the per-prompt β·log Z(x) cancels
-    out = {"label_accuracy": float((ds > 0).double().mean()), "accuracy": math.nan, "n_untied": 0}
+    logratio = logps - reference_logps(ref, enc, pad, batch_size)  # (N, 2) log π − log ρ
+    reward = beta * logratio  # r̂ = β·(log π − log ρ), as implicit_reward
+    ds = (reward[:, 0] - reward[:, 1]).double()  # r̂(y_w) − r̂(y_l): the per-prompt β·log Z(x) cancels
+    out = {"label_accuracy": float((ds > 0).double().mean()), "accuracy": math.nan, "n_untied": 0,
+           "chosen_logratio": float(logratio[:, 0].mean()), "rejected_logratio": float(logratio[:, 1].mean())}
     if all("gold_chosen" in r and "gold_rejected" in r for r in pairs):
         dg = torch.tensor([r["gold_chosen"] - r["gold_rejected"] for r in pairs], dtype=torch.float64)
         untied = dg != 0
@@ -596,3 +599,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------- 7. speed against TRL (for `make bench`)
+
+def bench_dpo_vs_trl(steps: int = 20, warmup: int = 3, batch_size: int = 32, pairs: str = "proxy-rm-1000") -> dict:
+    """One DPO step here against one TRL DPOTrainer step, same model, pairs, batch, precomputed reference, float32,
+    one thread, in one process; CPU seconds per step (time.process_time: the load of other jobs does not count).
+
+    ratio = ours / TRL's median step (target <= 1.0). Needs the TRL extra."""
+    import statistics
+    import tempfile
+
+    from transformers import TrainerCallback
+
+    from .bridges.trl import make_trl_dpo_trainer, quiet_trainer
+
+    cfg = DPOConfig(pairs=pairs, eval_pairs=None, eval_samples=0, batch_size=batch_size, progress=False, device="cpu",
+                    threads=1)
+    s = setup(cfg)
+    ours = []
+    for _ in range(warmup + steps):
+        t = time.process_time()
+        dpo_step(s)
+        ours.append(time.process_time() - t)
+    tokens = batch_size * statistics.fmean(2 * len(p) + len(c) + len(r) for p, c, r in s.encoded)  # per step
+
+    class _CPUTimer(TrainerCallback):
+        def __init__(self):
+            self.t, self.step_s = 0.0, []
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.step_s.append(time.process_time() - self.t)
+
+    timer = _CPUTimer()
+    with tempfile.TemporaryDirectory() as out:
+        tr = quiet_trainer(make_trl_dpo_trainer(cfg, output_dir=out, callbacks=[timer]))
+        tr.args.max_steps = warmup + steps
+        tr.train()
+    med_ours, med_trl = statistics.median(ours[warmup:]), statistics.median(timer.step_s[warmup:])
+    return {"steps": steps, "batch_size": batch_size, "threads": 1, "ours_step_cpu_s": med_ours,
+            "trl_step_cpu_s": med_trl, "ratio": med_ours / med_trl, "ours_tokens_per_s": tokens / med_ours,
+            "trl_tokens_per_s": tokens / med_trl}

@@ -377,3 +377,47 @@ def test_cli_writes_a_run_and_resume_refuses_another_beta(pair_files, tmp_path):
         config_from_args(["--resume", str(run / "final"), "--beta", "0.5"])
     cfg = config_from_args(["--resume", str(run / "final"), "--epochs", "2"])
     assert (cfg.epochs, cfg.batch_size, cfg.eval_pairs) == (2, 8, None)
+
+
+# ---------------------------------------------------------------- lesson 09: checkers and the comparison's summary
+
+
+def test_lesson09_checkers_accept_the_solution_and_explain_mistakes(capsys):
+    from rlhf_nb.course.checks import check_beta_limits, check_dpo_loss, check_implicit_reward
+
+    def stub(*a):
+        raise NotImplementedError
+
+    assert not check_dpo_loss(stub) and "not attempted" in capsys.readouterr().out
+    assert check_dpo_loss(lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((pc - rc) - (pr - rr))).mean())
+    assert not check_dpo_loss(lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((pr - rr) - (pc - rc))).mean())
+    assert "swapped" in capsys.readouterr().out
+    assert not check_dpo_loss(lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - pr)).mean())
+    assert "reference is missing" in capsys.readouterr().out
+    assert not check_dpo_loss(lambda pc, pr, rc, rr, b: -torch.log(torch.sigmoid(b * ((pc - rc) - (pr - rr)))).mean())
+    assert "logsigmoid" in capsys.readouterr().out
+    assert not check_implicit_reward(None, (-12.0, -15.0), (-11.0, -13.5), 0.1)
+    assert check_implicit_reward((-0.1, -0.15), (-12.0, -15.0), (-11.0, -13.5), 0.1)
+    assert not check_implicit_reward((-1.0, -1.5), (-12.0, -15.0), (-11.0, -13.5), 0.1)
+    assert check_beta_limits("drifts", "stays") and not check_beta_limits("stays", "drifts")
+    assert not check_beta_limits("far", "stays") and "one of" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_summary_and_matched_kl_on_a_small_comparison():
+    from rlhf_nb.course.dpo_lesson import matched_kl, summarize
+
+    base = {"step": 0, "kl": 0.0, "gold": 0.0, "well_formed": 0.9}
+    runs = [{"method": "dpo", "beta": 0.1, "seed": s, "rows": [base, {"step": 32, "kl": 1.0 + s, "gold": 0.2 + 0.1 * s,
+                                                                          "well_formed": 0.9, "accuracy": 0.6}]}
+            for s in (0, 1)]
+    runs += [{"method": "ppo", "beta": 0.05, "seed": 0, "rows": [base, {"step": 10, "kl": 3.0, "gold": 0.4,
+                                                                           "well_formed": 0.9}]},
+             {"method": "sft", "beta": 0.1, "seed": 0, "rows": [base, {"step": 32, "kl": 0.2, "gold": 0.05,
+                                                                          "well_formed": 0.9, "accuracy": float("nan")}]}]
+    comp = {"runs": runs, "config": {"pairs": "x"}}
+    rows = {(r["method"], r["step"]): r for r in summarize(comp)}
+    assert rows[("dpo", 32)]["kl"] == 1.5 and math.isclose(rows[("dpo", 32)]["gold_std"], 0.1 / math.sqrt(2), rel_tol=1e-9)
+    assert "accuracy" not in rows[("sft", 32)]  # nan is no measurement
+    table = {(r["KL budget"], r["method"]): r for r in matched_kl(comp, budgets=(1.0, 2.0, 4.0))}
+    assert table[(1.0, "DPO")]["step"] == 0 and table[(2.0, "DPO")]["gold"] == 0.25  # mean KL 1.5 fits only from 2
+    assert table[(4.0, "reward model + PPO")]["gold"] == 0.4 and table[(1.0, "SFT on the chosen")]["gold"] == 0.05

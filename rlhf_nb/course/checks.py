@@ -706,3 +706,82 @@ def check_stop_step(answer: Any, steps: Sequence[int], gold: Sequence[float], to
                     f"the gold peaks at step {steps[i]} ({gold[i]:+.3f}); step {answer} has {got:+.3f} — "
                     f"{'within' if got >= gold[i] - tol else 'more than'} {tol} below the peak. Without a gold you "
                     f"would stop at a KL budget or when held-out preference accuracy on policy samples drops")
+
+
+# ------------------------------------------------------------------ lesson 09: DPO
+
+@_checker("DPO loss")
+def check_dpo_loss(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
+    """fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> scalar mean of −log σ(β·h), all (N,)."""
+    from ..dpo import dpo_loss
+
+    g = _gen(9)
+    pc, pr = -torch.rand(8, generator=g) * 20, -torch.rand(8, generator=g) * 20  # sequence log-probs, nats
+    rc, rr = pc + torch.randn(8, generator=g), pr + torch.randn(8, generator=g)
+    beta = 0.3
+    got = _tensor(_call(fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta), "the result")
+    if got.numel() != 1:
+        return False, f"expected a scalar (the mean over pairs), got shape {tuple(got.shape)}"
+    want = dpo_loss(pc, pr, rc, rr, beta)
+    ok, why = _close(got.reshape(()), want, "loss")
+    if not ok:
+        h = (pc - rc) - (pr - rr)
+        hints = [(-torch.nn.functional.logsigmoid(-beta * h).mean(), "chosen and rejected are swapped"),
+                 (-torch.nn.functional.logsigmoid(beta * (pc - pr)).mean(), "the reference is missing: h needs − log ρ"),
+                 (-torch.nn.functional.logsigmoid(h).mean(), "β is missing: the loss is −log σ(β·h)")]
+        for alt, hint in hints:
+            if math.isclose(float(got), float(alt), abs_tol=1e-5):
+                return False, why + f" — {hint}"
+        return False, why
+    big = _tensor(_call(fn, torch.tensor([0.0]), torch.tensor([-2000.0]), torch.tensor([0.0]), torch.tensor([0.0]),
+                        beta), "the result")
+    small = _tensor(_call(fn, torch.tensor([-2000.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]),
+                          beta), "the result")
+    if not (torch.isfinite(big).all() and torch.isfinite(small).all()):
+        return False, "a margin of ±2000 nats gave inf/nan — use torch.nn.functional.logsigmoid, not log(sigmoid)"
+    return True, "−mean log σ(β·[(log π − log ρ)(y_w) − (log π − log ρ)(y_l)]), finite for any margin"
+
+
+def check_implicit_reward(answer: Any, logp: Sequence[float], ref_logp: Sequence[float], beta: float) -> bool:
+    """Exercise 2: the implicit rewards (r̂(y_w), r̂(y_l)) of a pair, from log π and log ρ of (chosen, rejected)."""
+    from ..dpo import implicit_reward
+
+    name = "implicit reward of a pair"
+    want = implicit_reward(torch.tensor([float(x) for x in logp]), torch.tensor([float(x) for x in ref_logp]),
+                           beta).tolist()
+    if answer is None:
+        return _not_yet(name, "set `answer` to a pair of numbers: (reward of the chosen, reward of the rejected)")
+    try:
+        got = [float(x) for x in answer]
+    except (TypeError, ValueError):
+        return _verdict(False, name, f"answer with two numbers (chosen, rejected); got {answer!r}")
+    if len(got) != 2:
+        return _verdict(False, name, f"answer with two numbers (chosen, rejected); got {len(got)}")
+    ok = all(abs(g - w) < 1e-3 for g, w in zip(got, want))
+    margin = want[0] - want[1]
+    read = ("the pair counts as ranked right" if margin > 0 else "the pair counts as ranked wrong")
+    if margin > 0 and max(want) < 0:
+        read += " even though both rewards are negative (both log-probs fell below the reference's)"
+    return _verdict(ok, name, f"r̂ = β·(log π − log ρ): {beta:g}·({logp[0]:g} − {ref_logp[0]:g}) = {want[0]:.3f} and "
+                              f"{beta:g}·({logp[1]:g} − {ref_logp[1]:g}) = {want[1]:.3f}; margin {margin:.3f}: {read}. "
+                              f"β·log Z(x) is the same for both completions of a prompt and cancels in the margin")
+
+
+BETA_LIMITS = ("stays", "drifts")  # the two answers of exercise 3
+
+
+def check_beta_limits(beta_to_zero: Any, beta_to_infinity: Any) -> bool:
+    """Exercise 3: with β → 0 and β → ∞, does the DPO policy stay at the reference ("stays") or drift ("drifts")?"""
+    name = "β → 0 and β → ∞"
+    if beta_to_zero is None or beta_to_infinity is None:
+        return _not_yet(name, f"set both answers to one of {BETA_LIMITS}")
+    bad = [a for a in (beta_to_zero, beta_to_infinity) if a not in BETA_LIMITS]
+    if bad:
+        return _verdict(False, name, f"answer each with one of {BETA_LIMITS}; got {bad[0]!r}")
+    ok = (beta_to_zero, beta_to_infinity) == ("drifts", "stays")
+    return _verdict(ok, name,
+                    "β → 0: a pair's loss −log σ(β·h) is only small once h ≫ 1/β, so the policy must move log-probs by "
+                    "ever more nats: it drifts, KL to the reference is free (in lesson 09's sweep the smallest β had "
+                    "the largest KL). β → ∞: any h > 0 already gives a loss near 0 and the gradient β·σ(−β·h) dies as "
+                    "soon as h ≈ 1/β, so the policy stays at the reference. The same limits as PPO's KL coefficient: "
+                    "π* ∝ ρ·exp(r/β)")

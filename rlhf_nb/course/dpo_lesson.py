@@ -1,0 +1,141 @@
+"""Lesson 09's helpers: the committed DPO / SFT / reward model + PPO comparison (`make dpo_compare`), its summary at
+matched KL, and the lesson's plots. The runs themselves are rlhf_nb.dpo and rlhf_nb.train; nothing here trains."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..dpo import ASSETS
+
+COMPARISON = ASSETS / "dpo-vs-ppo.json"
+METHODS = {"dpo": "DPO", "sft": "SFT on the chosen", "ppo": "reward model + PPO"}
+COLORS = {"dpo": "tab:blue", "sft": "tab:green", "ppo": "tab:red"}
+
+
+def load_comparison(path: str | Path = COMPARISON) -> dict:
+    """The committed sweep of `python -m rlhf_nb.tools.dpo_vs_ppo`: config, reward-model accuracy, every run's rows."""
+    return json.loads(Path(path).read_text())
+
+
+def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def summarize(comparison: dict) -> list[dict]:
+    """One row per (method, beta, step): kl, gold, well_formed (and DPO/SFT's held-out accuracy), mean and std over seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in comparison["runs"]:
+        for r in run["rows"]:
+            groups[(run["method"], run["beta"], r["step"])].append(r)
+    out = []
+    for (method, beta, step), rows in sorted(groups.items()):
+        row = {"method": method, "beta": beta, "step": step, "seeds": len(rows)}
+        for k in ("kl", "gold", "well_formed", "accuracy"):
+            vals = [r[k] for r in rows if r.get(k) is not None and not (isinstance(r[k], float) and math.isnan(r[k]))]
+            if vals:
+                row[k], row[f"{k}_std"] = _mean_std(vals)
+        out.append(row)
+    return out
+
+
+def matched_kl(comparison: dict, budgets: Sequence[float] = (0.5, 1.0, 2.0, 4.0)) -> list[dict]:
+    """For each KL budget and method: the setting and checkpoint with the best seed-mean gold among those whose
+    seed-mean KL stays within the budget (the base policy, KL 0, always qualifies)."""
+    rows = [r for r in summarize(comparison) if r["step"] > 0]
+    base = [r for r in summarize(comparison) if r["step"] == 0][0]
+    out = []
+    for budget in budgets:
+        for method in METHODS:
+            ok = [r for r in rows if r["method"] == method and r["kl"] <= budget]
+            best = max(ok, key=lambda r: r["gold"]) if ok else {**base, "method": method, "beta": None}
+            out.append({"KL budget": budget, "method": METHODS[method], "beta": best["beta"], "step": best["step"],
+                        "KL": round(best["kl"], 3), "gold": round(best["gold"], 3),
+                        "gold std (seeds)": round(best["gold_std"], 3)})
+    return out
+
+
+# ---------------------------------------------------------------- plots
+
+def plot_loss_vs_margin(betas: Sequence[float] = (0.1, 0.3, 1.0), h_max: float = 20.0, n: int = 401):
+    """Left: the DPO loss −log σ(β·h) and IPO's (h − 1/(2β))² against the margin h. Right: how hard a pair still
+    pushes, |dL/dh| = β·σ(−β·h) for DPO."""
+    import matplotlib.pyplot as plt
+
+    from ..dpo import dpo_loss
+
+    h = torch.linspace(-h_max, h_max, n)
+    zero = torch.zeros(())
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for beta in betas:
+        loss = torch.stack([dpo_loss(x, zero, zero, zero, beta) for x in h])  # the package's loss, one pair at a time
+        line, = a.plot(h, loss, label=f"DPO β = {beta:g}")
+        ipo = torch.stack([dpo_loss(x, zero, zero, zero, beta, "ipo") for x in h])
+        a.plot(h, ipo, ls=":", color=line.get_color(), label=f"IPO τ = {beta:g}")
+        b.plot(h, beta * torch.sigmoid(-beta * h), color=line.get_color(), label=f"β = {beta:g}")
+    a.set(xlabel="margin h (nats)", ylabel="loss of one pair", ylim=(0, 8), title="the loss")
+    b.set(xlabel="margin h (nats)", ylabel="|dL/dh| = β·σ(−βh)", title="how hard a pair still pushes (DPO)")
+    a.legend(fontsize=7, ncol=2)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dpo_training(history: list[dict]):
+    """A DPO run's training-batch statistics: the implicit rewards of chosen and rejected, and their margin."""
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, keys in ((a, (("rewards/chosen", "tab:green"), ("rewards/rejected", "tab:red"))),
+                     (b, (("rewards/margins", "tab:blue"),))):
+        for k, c in keys:
+            ax.plot(steps, [h[k] for h in history], color=c, alpha=0.3, lw=0.8)
+            ax.plot(steps, _smooth([h[k] for h in history]), color=c, label=k)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    a.set(ylabel="β·(log π − log ρ) on the batch", title="both implicit rewards fall below 0")
+    b.set(ylabel="β·h on the batch", title="the margin grows")
+    fig.tight_layout()
+    return fig
+
+
+def _smooth(xs: list[float], k: int = 8) -> list[float]:
+    return [statistics.fmean(xs[max(0, i - k + 1):i + 1]) for i in range(len(xs))]
+
+
+def plot_gold_vs_kl(comparison: dict, live: list[dict] | None = None):
+    """Gold score against measured KL(π‖ρ) for every method and β: the seed mean along each run (markers at each
+    measurement), ±1 std over seeds as error bars on both axes. KL on a symlog axis. `live`: rows to overlay."""
+    import matplotlib.pyplot as plt
+
+    summ = summarize(comparison)
+    base = [r for r in summ if r["step"] == 0][0]
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    markers = "osD^v<>"
+    for method in METHODS:
+        betas = sorted({r["beta"] for r in summ if r["method"] == method})
+        for i, beta in enumerate(betas):
+            rows = [base] + [r for r in summ if r["method"] == method and r["beta"] == beta and r["step"] > 0]
+            label = f"{METHODS[method]}" + ("" if method == "sft" else f", β = {beta:g}")
+            kl = [r["kl"] for r in rows]
+            xerr = [[min(r.get("kl_std", 0), r["kl"]) for r in rows], [r.get("kl_std", 0) for r in rows]]  # KL >= 0
+            ax.errorbar(kl, [r["gold"] for r in rows], xerr=xerr,
+                        yerr=[r.get("gold_std", 0) for r in rows], color=COLORS[method], marker=markers[i % 7],
+                        ms=4, lw=1, elinewidth=0.6, capsize=1.5, alpha=0.35 + 0.65 * (i + 1) / len(betas), label=label)
+    if live:
+        ax.plot([r["kl"] for r in live], [r["gold"] for r in live], "k*", ms=10, label="the live run above")
+    ax.axhline(base["gold"], color="k", lw=0.6, ls="--")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlim(left=0)
+    ax.set(xlabel="KL(π‖ρ), nats per completion (k1 on 256 samples)", ylabel="gold score (mean of 256 samples)",
+           title=f"every method learned from the same pairs ({comparison['config']['pairs']}), judged by the gold")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    return fig
