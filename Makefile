@@ -63,7 +63,7 @@ reward-model: $(STAMP)  ## retrain the reward model from simulated preferences (
 proxies: $(STAMP)  ## lesson 08's proxy reward models on gold-labelled pairs (rlhf_nb/assets/proxy-rm-*; ~2 CPU min)
 	$(PY) -m rlhf_nb.tools.build_proxies
 
-overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~1 CPU hour)
+overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~45 CPU min)
 	$(PY) -m rlhf_nb.tools.overopt_sweep
 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)

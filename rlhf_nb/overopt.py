@@ -302,7 +302,9 @@ def sweep_runs(sweep: dict, method: str, proxy: int, kl_coef: float = 0.0, algo:
         raise ValueError(f"method must be 'bon' or 'rl', got {method!r}")
     if not runs:
         raise ValueError(f"the sweep has no {method} runs for proxy {proxy}" + (f", kl_coef {kl_coef}" if method == "rl" else ""))
-    return [with_gains(rows) for rows in runs]
+    sd = sweep.get("proxies", {}).get(str(proxy), {}).get("reward_std_on_base", 1.0)
+    # proxy_gain_sd: the proxy's gain in its own standard deviations on base samples, comparable across proxies
+    return [[{**r, "proxy_gain_sd": r["proxy_gain"] / sd} for r in with_gains(rows)] for rows in runs]
 
 
 def fit_runs(runs: list[list[dict]], form: str, key: str = "gold_gain") -> GaoFit:

@@ -348,7 +348,7 @@ def figure_text(fig) -> str:
 
 # ------------------------------------------------------------------ lesson 08: reward over-optimisation
 
-def plot_vs_d(curves: dict[str, Sequence[Sequence[dict]]], keys: Sequence[str] = ("proxy_gain", "gold_gain"),
+def plot_vs_d(curves: dict[str, Sequence[Sequence[dict]]], keys: Sequence[str] = ("proxy_gain_sd", "gold_gain"),
               fits: dict | None = None, x: str = "d", title: str | None = None, titles: dict | None = None):
     """One panel per key against d = sqrt(KL); curves = {label: one list of rows per seed}.
 
@@ -369,7 +369,7 @@ def plot_vs_d(curves: dict[str, Sequence[Sequence[dict]]], keys: Sequence[str] =
                 ax.fill_between(xs[0], np.nanmin(ys, 0), np.nanmax(ys, 0), color=line.get_color(), alpha=0.2, lw=0)
             else:
                 for j, (xr, yr) in enumerate(zip(xs, ys)):
-                    line, = ax.plot(xr, yr, marker=".", ms=3, lw=0.8, alpha=0.7, color=color,
+                    line, = ax.plot(xr, yr, marker=".", ms=4, lw=0.4, alpha=0.6, color=color,
                                     label=f"{label} ({len(runs)} seeds)" if j == 0 else None)
                     color = line.get_color()
             color = line.get_color()
