@@ -172,3 +172,35 @@ def test_builders_refuse_bad_flags_in_one_line():
                             ("overopt_sweep", ["--proxies", "7"], "--proxies")):
         p = subprocess.run([sys.executable, "-m", f"rlhf_nb.tools.{mod}", *args], capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.startswith(f"error: {flag}") and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_rl_curve_scores_the_policy_from_step_0():
+    from rlhf_nb.config import RunConfig
+    from rlhf_nb.overopt import proxy_dir, rl_curve
+    from rlhf_nb.rewards import LearnedReward
+
+    cfg = RunConfig(reward="learned", reward_model=proxy_dir(250), batch_size=4, steps_per_epoch=3, max_new_tokens=6,
+                    num_minibatches=1, ppo_epochs=1, progress=False, seed=2)
+    prompts = ["The acting was", "The acting was", "This movie", "This movie"]
+    judges = {k: LearnedReward(proxy_dir(k)) for k in (250, 4000)}
+    rows = rl_curve(cfg, eval_every=2, eval_prompts=prompts, judges=judges)
+    assert [r["step"] for r in rows] == [0, 2, 3]
+    assert rows[0]["kl"] == 0.0 and rows[0]["d"] == 0.0  # the policy is the reference at step 0
+    assert "objective/gold_scores" in rows[1] and "objective/gold_scores" not in rows[0]
+    for r in rows:
+        assert -1 <= r["gold"] <= 1 and 0 <= r["well_formed"] <= 1 and r["disagreement"] >= 0
+    assert rows == rl_curve(cfg, eval_every=2, eval_prompts=prompts, judges=judges)  # same seed, same rows
+
+
+def test_sample_base_and_score_samples_shapes():
+    from rlhf_nb.gold import gold_text_scores
+    from rlhf_nb.overopt import sample_base, score_samples
+    from rlhf_nb.text import join_text
+
+    prompts = ["The plot was", "The cast"]
+    comps = sample_base(prompts, 5, max_new_tokens=6, seed=0)
+    assert [len(c) for c in comps] == [5, 5] and comps == sample_base(prompts, 5, max_new_tokens=6, seed=0)
+    s = score_samples(prompts, comps, {"len": lambda p, c: torch.tensor([float(len(x)) for x in c])})
+    assert s["len"].shape == s["gold"].shape == (2, 5)
+    assert s["len"][1, 2] == len(comps[1][2])
+    assert s["gold"][0, 3] == gold_text_scores([join_text(prompts[0], comps[0][3])])[0]
