@@ -111,8 +111,8 @@ def _smooth(xs: list[float], k: int = 8) -> list[float]:
 
 
 def plot_gold_vs_kl(comparison: dict, live: list[dict] | None = None):
-    """Gold score against measured KL(π‖ρ) for every method and β: the seed mean along each run (markers at each
-    measurement), ±1 std over seeds as error bars on both axes. KL on a symlog axis. `live`: rows to overlay."""
+    """Gold score against measured KL(π‖ρ) for every method and β: each seed's measurements as faint dots, the seed
+    mean along the run as a line with ±1 std (over seeds) of the gold. KL on a symlog axis. `live`: points to overlay."""
     import matplotlib.pyplot as plt
 
     summ = summarize(comparison)
@@ -122,13 +122,16 @@ def plot_gold_vs_kl(comparison: dict, live: list[dict] | None = None):
     for method in METHODS:
         betas = sorted({r["beta"] for r in summ if r["method"] == method})
         for i, beta in enumerate(betas):
+            alpha = 0.35 + 0.65 * (i + 1) / len(betas)
+            seeds = [r for run in comparison["runs"] if (run["method"], run["beta"]) == (method, beta)
+                     for r in run["rows"][1:]]
+            ax.scatter([r["kl"] for r in seeds], [r["gold"] for r in seeds], s=6, color=COLORS[method], alpha=0.2,
+                       lw=0)
             rows = [base] + [r for r in summ if r["method"] == method and r["beta"] == beta and r["step"] > 0]
             label = f"{METHODS[method]}" + ("" if method == "sft" else f", β = {beta:g}")
-            kl = [r["kl"] for r in rows]
-            xerr = [[min(r.get("kl_std", 0), r["kl"]) for r in rows], [r.get("kl_std", 0) for r in rows]]  # KL >= 0
-            ax.errorbar(kl, [r["gold"] for r in rows], xerr=xerr,
-                        yerr=[r.get("gold_std", 0) for r in rows], color=COLORS[method], marker=markers[i % 7],
-                        ms=4, lw=1, elinewidth=0.6, capsize=1.5, alpha=0.35 + 0.65 * (i + 1) / len(betas), label=label)
+            ax.errorbar([r["kl"] for r in rows], [r["gold"] for r in rows], yerr=[r.get("gold_std", 0) for r in rows],
+                        color=COLORS[method], marker=markers[i % 7], ms=4, lw=1, elinewidth=0.6, capsize=1.5,
+                        alpha=alpha, label=label)
     if live:
         ax.plot([r["kl"] for r in live], [r["gold"] for r in live], "k*", ms=10, label="the live run above")
     ax.axhline(base["gold"], color="k", lw=0.6, ls="--")
