@@ -299,7 +299,7 @@ def plot_learning(histories: dict[str, list[dict]], path: Path, title: str, opt:
     plt.close(fig)
 
 
-PARTS = ("train_smoke", "learn", "smoke", "notebooks", "trl")
+PARTS = ("train_smoke", "learn", "smoke", "notebooks", "trl", "speed", "dpo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +363,15 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_trl import BENCH_SETTINGS, compare_grpo
 
         results["trl"] = compare_grpo(**BENCH_SETTINGS)
+    if "speed" in parts:
+        from .bench_speed import speed_section
+
+        results["speed"], _ = speed_section(trl=results.get("trl"))
+    if "dpo" in parts:
+        print("rlhf_nb vs TRL (DPO) …", flush=True)
+        from .bench_dpo import bench_dpo_vs_trl
+
+        results["dpo"] = bench_dpo_vs_trl()
     for key, path in (("search", SCREEN_JSON), ("search_seeds", SEEDS_JSON)):  # kept in their own files
         results.pop(key, None)
         if path.exists():

@@ -98,6 +98,14 @@ def write_report(r: dict, path: Path) -> None:
         from .bench_trl import render_markdown
 
         lines += render_markdown(T)
+    if r.get("speed"):
+        from .bench_speed import render_speed
+
+        lines += ["", *render_speed(r["speed"])]
+    if r.get("dpo"):
+        from .bench_dpo import render_dpo
+
+        lines += render_dpo(r["dpo"])
     path.write_text("\n".join(lines) + "\n")
 
 

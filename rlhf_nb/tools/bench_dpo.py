@@ -1,0 +1,63 @@
+"""`make bench`'s DPO rows: one rlhf_nb DPO step against one TRL DPOTrainer step on identical settings, in one run."""
+from __future__ import annotations
+
+import resource
+import time
+
+from ..dpo import DPOConfig, dpo_step, setup
+
+
+def bench_dpo_vs_trl(steps: int = 20, warmup: int = 3, batch_size: int = 32, pairs: str = "proxy-rm-1000") -> dict:
+    """One DPO step here against one TRL DPOTrainer step, same model, pairs, batch, precomputed reference, float32,
+    one thread, in one process; CPU seconds per step (time.process_time: the load of other jobs does not count).
+
+    ratio = ours / TRL's median step (target <= 1.0). Needs the TRL extra."""
+    import statistics
+    import tempfile
+
+    from transformers import TrainerCallback
+
+    from ..bridges.trl import make_trl_dpo_trainer, quiet_trainer
+
+    cfg = DPOConfig(pairs=pairs, eval_pairs=None, eval_samples=0, batch_size=batch_size, progress=False, device="cpu",
+                    threads=1)
+    s = setup(cfg)
+    ours = []
+    for _ in range(warmup + steps):
+        t = time.process_time()
+        dpo_step(s)
+        ours.append(time.process_time() - t)
+    tokens = batch_size * statistics.fmean(2 * len(p) + len(c) + len(r) for p, c, r in s.encoded)  # per step
+
+    class _CPUTimer(TrainerCallback):
+        def __init__(self):
+            self.t, self.step_s = 0.0, []
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.step_s.append(time.process_time() - self.t)
+
+    timer = _CPUTimer()
+    with tempfile.TemporaryDirectory() as out:
+        tr = quiet_trainer(make_trl_dpo_trainer(cfg, output_dir=out, callbacks=[timer]))
+        tr.args.max_steps = warmup + steps
+        tr.train()
+    med_ours, med_trl = statistics.median(ours[warmup:]), statistics.median(timer.step_s[warmup:])
+    return {"steps": steps, "batch_size": batch_size, "threads": 1, "ours_step_cpu_s": med_ours,
+            "trl_step_cpu_s": med_trl, "ratio": med_ours / med_trl, "ours_tokens_per_s": tokens / med_ours,
+            "trl_tokens_per_s": tokens / med_trl,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB; both systems
+
+
+def render_dpo(r: dict) -> list[str]:
+    """The markdown of the DPO rows, from bench_dpo_vs_trl's result."""
+    return ["", "## DPO: rlhf_nb against TRL's DPOTrainer", "",
+            f"`rlhf_nb.tools.bench_dpo.bench_dpo_vs_trl()`: the same model, the `proxy-rm-1000` pairs, "
+            f"{r['batch_size']} pairs per step, a precomputed reference, float32, one thread, one process; median CPU "
+            f"seconds of {r['steps']} steps after warm-up.", "",
+            "| | rlhf_nb | TRL | ratio |", "|---|---|---|---|",
+            f"| CPU s per step | {r['ours_step_cpu_s']:.3f} | {r['trl_step_cpu_s']:.3f} | **{r['ratio']:.2f}** (target ≤ 1.0) |",
+            f"| tokens / s | {r['ours_tokens_per_s']:.0f} | {r['trl_tokens_per_s']:.0f} | |",
+            f"| peak RSS, both in one process | {r['peak_rss_mb']:.0f} MB | | |", ""]
