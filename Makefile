@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NB_SANITIZE := tests/nbval_sanitize.cfg
+# make test runs on this many cores (pytest-xdist; one torch thread each, so stored outputs reproduce); 0: in-process
+TEST_WORKERS ?= 2
 # smoke notebook parameters, e.g. make smoke SEED=1 KL=0.1 BATCH=8 STEPS=6; unset ones keep the defaults of the
 # notebook's `parameters` cell (notebooks/00_smoke.ipynb), the one place they live
 SMOKE_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(KL),--kl_coef $(KL)) $(if $(BATCH),--batch_size $(BATCH)) \
@@ -36,7 +38,8 @@ smoke: $(STAMP)  ## run notebooks/00_smoke.ipynb with papermill into runs/run_*/
 	$(PY) -m rlhf_nb.tools.smoke $(SMOKE_ARGS)
 
 test: $(STAMP)  ## unit tests + nbval over every notebook (+ the browser test when chromium is present)
-	$(PY) -m pytest -q tests notebooks --nbval --nbval-current-env --nbval-sanitize-with $(NB_SANITIZE) -p no:cacheprovider
+	$(PY) -m pytest -q tests notebooks --nbval --nbval-current-env --nbval-sanitize-with $(NB_SANITIZE) -p no:cacheprovider \
+	    -n $(TEST_WORKERS) --dist loadscope
 
 test-unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest -q tests -m "not browser"

@@ -63,8 +63,8 @@ class RunConfig:
     num_generations: int = _f(1, "completions per prompt (grpo/rloo need >= 2)", 1, 256)
     max_new_tokens: int = _f(12, "tokens sampled per completion (prompt + this must fit the model's context)", 1, 4096)
     temperature: float = _f(1.0, "sampling temperature; log-probs use the same temperature", 0.01, 10.0)
-    top_k: int = _f(0, "sample from the k most likely tokens (0: off)", 0, 1_000_000)
-    top_p: float = _f(1.0, "nucleus sampling mass (1.0: off)", 0.01, 1.0)
+    top_k: int = _f(0, "sample from the k most likely tokens (0: off; training refuses it: log-probs are scored on the full distribution)", 0, 1_000_000)
+    top_p: float = _f(1.0, "nucleus sampling mass (1.0: off; training refuses < 1, as --top_k)", 0.01, 1.0)
     missing_eos_penalty: float | None = _f(None, "subtract this from the score of completions with no EOS", 0.0, 100.0, nullable=True)
 
     # --- KL penalty ---
@@ -110,6 +110,11 @@ class RunConfig:
                               "reward that GAE discounts)")
         if self.reward_model is not None and self.reward != "learned":
             raise ConfigError(f"--reward_model needs --reward learned, got --reward {self.reward}")
+        if self.top_k or self.top_p < 1.0:  # the loop scores log-probs on the full distribution (lesson 10)
+            flag = f"--top_k {self.top_k}" if self.top_k else f"--top_p {self.top_p:g}"
+            raise ConfigError(f"{flag}: training must sample from the full distribution (--top_k 0 --top_p 1.0); "
+                              f"the loss and the KL score log-probs on it, so a truncated sampler makes them wrong "
+                              f"(docs/troubleshooting.md#negative-kl)")
         if self.adaptive_kl and self.kl_coef == 0:
             raise ConfigError("--kl_coef must be > 0 with --adaptive_kl (the controller multiplies it), got 0")
         if not self.out or "\0" in self.out:

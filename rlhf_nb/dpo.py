@@ -462,28 +462,10 @@ def resume(s: DPOState, path: str | Path) -> None:
                           f"nothing is left to train (pass a larger --epochs to continue)")
 
 
-def _resume_hint(last: tuple[Path, int] | None) -> str:
-    if last is None:
-        return "No checkpoint was written, so there is nothing to resume from (--save_every N writes periodic ones)."
-    return f"The last checkpoint is step {last[1]}; resume with: {PROG} --resume {last[0]}"
+def _write(logger, last, step: int, what: Callable[[], Any]) -> Any:
+    from .train import _write as write_or_stop
 
-
-def _write(logger, last, step: int, what: Callable[[], Any]) -> None:
-    """Write to the run folder; a failed write (disk full…) stops the run with one line saying where to resume."""
-    from .checkpoints import CheckpointWriteError, describe_write_error
-    from .train import RunWriteError
-
-    try:
-        what()
-    except CheckpointWriteError as e:
-        msg = f"{e}. The run stopped at step {step}. {_resume_hint(last)}"
-        logger.close(quiet=True, msg=msg)
-        raise RunWriteError(msg) from None
-    except OSError as e:
-        msg = (f"could not write the run's logs in {logger.run_dir}: {describe_write_error(e, logger.run_dir)}. "
-               f"The run stopped at step {step}. {_resume_hint(last)}")
-        logger.close(quiet=True, msg=msg)
-        raise RunWriteError(msg) from None
+    return write_or_stop(logger, last, step, what, PROG)
 
 
 def _save(s: DPOState, path: Path, logger, last) -> tuple[Path, int]:
@@ -502,8 +484,8 @@ def train(cfg: DPOConfig, state: DPOState | None = None, write_run: bool = True,
     the signal handling, write-failure and resume behaviour of rlhf_nb.train, whose helpers it uses."""
     from .config import check_output_writable
     from .runlog import Progress
-    from .train import (RunAborted, TrainResult, _check_free_space, _install_signal_handlers, _open_run,
-                        _restore_signal_handlers)
+    from .train import (RunAborted, TrainResult, _abandoned, _check_free_space, _install_signal_handlers,
+                        _open_run, _restore_signal_handlers)
 
     if write_run:
         check_output_writable(cfg.out)  # before the model loads
@@ -533,9 +515,7 @@ def train(cfg: DPOConfig, state: DPOState | None = None, write_run: bool = True,
             except KeyboardInterrupt:
                 if logger is None:
                     raise
-                msg = f"Ctrl-C again: abandoned step {s.step + 1} half-way; nothing of it is saved. {_resume_hint(last)}"
-                logger.close(quiet=True, msg=msg)
-                raise RunAborted(msg) from None
+                raise RunAborted(_abandoned(s.step, logger, last, PROG)) from None
             finally:
                 stop["in_step"] = False
             metrics["time/elapsed_s"] = time.perf_counter() - t_start

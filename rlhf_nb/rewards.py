@@ -195,6 +195,11 @@ def get_reward(name: str, **kwargs) -> Reward:
     return _CLASSES[name](**kwargs)
 
 
+def reward_for(reward: str, reward_model: str | None = None) -> Reward:
+    """The reward a RunConfig names (`cfg.reward`, and for `learned` the folder `cfg.reward_model` if set)."""
+    return get_reward(reward, **({"path": reward_model_dir(reward_model)} if reward_model else {}))
+
+
 def _number(name: str, x, low: float, high: float, low_open: bool = False) -> float:
     """x as a float, or ValueError naming it unless x is a real number in [low, high] (or (low, high])."""
     ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and \

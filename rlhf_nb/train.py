@@ -35,7 +35,7 @@ from .kl import AdaptiveKLController, FixedKLController, kl_estimate, kl_k1
 from .masking import masked_mean
 from .policy import PolicyWithValue, forward_tokens, load_policy, make_reference, model_context_length, pick_device, sample
 from .ppo import PPOBatch, explained_variance, ppo_update
-from .rewards import get_reward, reward_model_dir
+from .rewards import reward_for
 from .runlog import Progress, RunLogger, new_run_dir
 from .seeding import seed_everything
 
@@ -81,7 +81,7 @@ def setup(cfg: RunConfig) -> TrainState:
     cfg.validate()
     device = pick_device(cfg.device)
     check_config_against_model(cfg)
-    reward_fn = get_reward(cfg.reward, **({"path": reward_model_dir(cfg.reward_model)} if cfg.reward_model else {}))
+    reward_fn = reward_for(cfg.reward, cfg.reward_model)
     gold_fn = get_gold(cfg.gold, cfg.reward)
     seed_everything(cfg.seed, threads=cfg.threads)
     lm, tokenizer = load_policy(cfg.model, device)
@@ -292,7 +292,7 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
             except KeyboardInterrupt:
                 if logger is None:
                     raise
-                raise RunAborted(_abandoned(s, logger, last)) from None
+                raise RunAborted(_abandoned(s.step, logger, last)) from None
             finally:
                 stop["in_step"] = False
             metrics["time/elapsed_s"] = time.perf_counter() - t_start
@@ -359,40 +359,52 @@ def _check_free_space(where: Path, s: TrainState) -> None:
                           f"about {need / 2**20:.1f} MB; free some space or pick another --out")
 
 
-def _resume_hint(last: tuple[Path, int] | None) -> str:
+PROG = "python -m rlhf_nb.train"
+
+
+def _resume_hint(last: tuple[Path, int] | None, prog: str = PROG) -> str:
     if last is None:
         return "No checkpoint was written, so there is nothing to resume from (--save_every N writes periodic ones)."
-    return f"The last checkpoint is step {last[1]}; resume with: python -m rlhf_nb.train --resume {last[0]}"
+    return f"The last checkpoint is step {last[1]}; resume with: {prog} --resume {last[0]}"
+
+
+def _write(logger: RunLogger, last: tuple[Path, int] | None, step: int, what: Callable[[], Any],
+           prog: str = PROG) -> Any:
+    """One write to the run folder; a failed write (disk full…) stops the run with one line saying where to resume.
+
+    Shared by every trainer (rlhf_nb.dpo too): `what` writes logs or a checkpoint; `prog` names the CLI to resume with."""
+    try:
+        return what()
+    except CheckpointWriteError as e:
+        msg = f"{e}. The run stopped at step {step}. {_resume_hint(last, prog)}"
+    except OSError as e:
+        msg = (f"could not write the run's logs in {logger.run_dir}: {describe_write_error(e, logger.run_dir)}. "
+               f"The run stopped at step {step}. {_resume_hint(last, prog)}")
+    logger.close(quiet=True, msg=msg)
+    raise RunWriteError(msg) from None
 
 
 def _save(s: TrainState, path: Path, logger: RunLogger, last: tuple[Path, int] | None) -> tuple[Path, int]:
     """Write a checkpoint; on failure (disk full…) stop the run with one line that says where to resume from."""
-    try:
-        return _checkpoint(s, path), s.step
-    except CheckpointWriteError as e:
-        msg = f"{e}. The run stopped at step {s.step}. {_resume_hint(last)}"
-        logger.close(quiet=True, msg=msg)
-        raise RunWriteError(msg) from None
+    return _write(logger, last, s.step, lambda: _checkpoint(s, path)), s.step
 
 
 def _log(logger: RunLogger, last: tuple[Path, int] | None, step: int, info: str | None = None,
          metrics: dict | None = None, samples: dict | None = None) -> None:
     """Write to the run's logs; a failed write (disk full…) stops the run like a failed checkpoint."""
-    try:
+    def write():
+        line = info
         if metrics is not None:
             logger.metrics(step, metrics)
             logger.samples(step, samples["prompts"], samples["completions"], samples["scores"])
-            info = f"step {step} reward {metrics['objective/scores']:.4f} kl {metrics['objective/kl']:.4f}"
-        logger.info(info)
-    except OSError as e:
-        msg = (f"could not write the run's logs in {logger.run_dir}: {describe_write_error(e, logger.run_dir)}. "
-               f"The run stopped at step {step}. {_resume_hint(last)}")
-        logger.close(quiet=True, msg=msg)
-        raise RunWriteError(msg) from None
+            line = f"step {step} reward {metrics['objective/scores']:.4f} kl {metrics['objective/kl']:.4f}"
+        logger.info(line)
+
+    _write(logger, last, step, write)
 
 
-def _abandoned(s: TrainState, logger: RunLogger, last: tuple[Path, int] | None) -> str:
-    msg = f"Ctrl-C again: abandoned step {s.step + 1} half-way; nothing of it is saved. {_resume_hint(last)}"
+def _abandoned(step: int, logger: RunLogger, last: tuple[Path, int] | None, prog: str = PROG) -> str:
+    msg = f"Ctrl-C again: abandoned step {step + 1} half-way; nothing of it is saved. {_resume_hint(last, prog)}"
     logger.close(quiet=True, msg=msg)
     return msg
 

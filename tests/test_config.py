@@ -104,3 +104,10 @@ def test_output_folder_probe(tmp_path):
     for out, says in ((tmp_path / "f", "is a file"), (tmp_path / "f" / "x", "which is a file")):
         with pytest.raises(ConfigError, match=says):
             check_output_writable(out)
+
+
+@pytest.mark.parametrize("kw, flag", [({"top_k": 5}, "--top_k 5"), ({"top_p": 0.9}, "--top_p 0.9")])
+def test_truncated_sampling_is_refused_for_training(kw, flag):
+    """Sampling from top-k/top-p but scoring log-probs on the full distribution biases the KL and the ratio."""
+    with pytest.raises(ConfigError, match=f"^{flag}: training must sample from the full distribution"):
+        RunConfig(**kw)

@@ -176,3 +176,14 @@ def test_text_utf8_cannot_encode_is_one_value_error_naming_it(name):
 @pytest.mark.parametrize("name", ["sentiment", "phrase", "length", "composite"])
 def test_valid_non_ascii_text_is_scored(name):
     assert torch.isfinite(get_reward(name)(["Le film était"], [" très bien 👍 — 10/10"])).all()
+
+
+def test_reward_for_follows_the_config_reward_model():
+    """The trainer and the TRL bridge build a RunConfig's reward the same way, reward-model folder included."""
+    from rlhf_nb.rewards import reward_for
+
+    r = reward_for("learned", "proxy-rm-250")
+    assert isinstance(r, LearnedReward) and r.path.endswith("proxy-rm-250")
+    assert reward_for("learned").path is None  # the committed default
+    with pytest.raises(FileNotFoundError, match="--reward_model"):
+        reward_for("learned", "no-such-model")

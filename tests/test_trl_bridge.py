@@ -16,7 +16,7 @@ from rlhf_nb.config import RunConfig
 def _cfg(model_dir: str, algo: str, **kw) -> RunConfig:
     base = dict(model=model_dir, advantage=algo, batch_size=2, num_generations=4, max_new_tokens=6,
                 steps_per_epoch=2, ppo_epochs=2, num_minibatches=2, kl_coef=0.05, learning_rate=1e-3,
-                temperature=0.9, top_k=50, top_p=0.95, clip_range=0.15, adam_eps=1e-6, seed=3, progress=False)
+                temperature=0.9, clip_range=0.15, adam_eps=1e-6, seed=3, progress=False)
     return RunConfig(**{**base, **kw})
 
 

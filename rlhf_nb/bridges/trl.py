@@ -28,7 +28,7 @@ import torch
 from ..config import RunConfig
 from ..corpus import PROMPTS, get_prompts
 from ..policy import EMBEDDED, model_context_length, pick_device, resolve_model_path
-from ..rewards import get_reward
+from ..rewards import reward_for
 
 EXTRA_HINT = "pip install -e .[trl]"
 ALGOS = ("grpo", "rloo")
@@ -313,7 +313,7 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
 
     model: None (cfg.model: 'embedded', a folder or a hub id), a path/id string, or a loaded PreTrainedModel
     (then pass its tokenizer; both are saved to a temp folder, because TRL loads the reference from a path).
-    reward: an rlhf_nb reward callable(prompts, completions) -> (B,) tensor; None: get_reward(cfg.reward).
+    reward: an rlhf_nb reward callable(prompts, completions) -> (B,) tensor; None: cfg's reward (and reward model).
     offline: set HF_HUB_OFFLINE=1 (default: when the model is a local folder).
     fix_position_ids: patch the policy and reference so TRL's forward passes get mask-derived position ids
     (see `positions_from_mask`). On by default: without it, left-padded GPT-2 prompts are scored at shifted
@@ -361,7 +361,7 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
         tok.padding_side = "left"  # generate() appends on the right, so prompts must end there
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        reward_fn = reward or get_reward(cfg.reward)
+        reward_fn = reward or reward_for(cfg.reward, cfg.reward_model)
         trl_reward = TRLReward(reward_fn, f"rlhf_nb_{cfg.reward}", cfg.missing_eos_penalty, tok.eos_token_id)
         kw = trl_config_kwargs(cfg, algo, output_dir)
         Config, Trainer = (trl.GRPOConfig, trl.GRPOTrainer) if algo == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)

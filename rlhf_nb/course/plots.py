@@ -224,6 +224,8 @@ def plot_bands(runs: dict[str, Sequence[Sequence[dict]]], keys: Sequence[str] = 
     for ax, k in zip(axes[0], keys):
         ax.set_title(k, fontsize=10)
         ax.set_xlabel(x)
+        if x.startswith("time/"):  # wall-clock x: the fingerprint reads y only
+            mark_timing(ax)
         if k in logy:
             ax.set_yscale("symlog", linthresh=1.0)
     axes[0][-1].legend(fontsize=8)
