@@ -223,15 +223,11 @@ def measure_policy(policy, ref, tokenizer, prompts: Sequence[str], seed: int, ma
     kl: mean over samples of Σ_t (log π − log ρ), k1 on π's own samples (unbiased for KL(π‖ρ)); gold: mean gold
     score (rlhf_nb.gold: VADER on reviews the corpus grammar accepts, −1 otherwise); well_formed: share accepted."""
     from .gold import GoldReward
-    from .policy import sample
+    from .policy import sample_with_kl
 
     device = next(policy.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    ro = sample(policy, tokenizer, list(prompts), max_new_tokens, generator=g)
-    mask = ro.completion_mask.float()  # (B, T)
-    logp, _, _ = forward_tokens(policy, ro.query_responses, ro.attention_mask, ro.context_length, entropy=False)
-    ref_logp, _, _ = forward_tokens(ref, ro.query_responses, ro.attention_mask, ro.context_length, entropy=False)
-    kl = ((logp - ref_logp) * mask).sum(1)  # (B,)
+    ro, kl = sample_with_kl(policy, ref, tokenizer, list(prompts), max_new_tokens, generator=g)  # kl: (B,)
     scores = (gold or GoldReward())(ro.prompts, ro.completions).double()  # (B,)
     return {"kl": float(kl.mean()), "gold": float(scores.mean()), "well_formed": float((scores > -1).double().mean()),
             "completions": ro.completions, "scores": scores.tolist()}

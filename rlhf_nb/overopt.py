@@ -227,15 +227,11 @@ def score_policy(state, prompts: Sequence[str], seed: int, judges: dict[str, Jud
     of samples (same prompt) like the gold, over untied pairs (nan if none); with `judges` (other reward models,
     each z-scored by its `base_std`): disagreement = mean over samples of the std across judges.
     """
-    from .policy import forward_tokens, sample
+    from .policy import sample_with_kl
     cfg = state.cfg
     g = torch.Generator(device=state.device).manual_seed(seed)
-    ro = sample(state.policy, state.tokenizer, list(prompts), cfg.max_new_tokens, cfg.temperature, cfg.top_k,
-                cfg.top_p, generator=g)
-    mask = ro.completion_mask.float()  # (B, T)
-    logp, _, _ = forward_tokens(state.policy, ro.query_responses, ro.attention_mask, ro.context_length, cfg.temperature)
-    ref_logp, _, _ = forward_tokens(state.ref, ro.query_responses, ro.attention_mask, ro.context_length, cfg.temperature)
-    kl = ((logp - ref_logp) * mask).sum(1)  # (B,)
+    ro, kl = sample_with_kl(state.policy, state.ref, state.tokenizer, list(prompts), cfg.max_new_tokens,
+                            cfg.temperature, generator=g)  # kl: (B,)
     proxy = state.reward_fn(ro.prompts, ro.completions).double().cpu()  # (B,)
     texts = [join_text(p, c) for p, c in zip(ro.prompts, ro.completions)]
     gold = torch.tensor(gold_text_scores(texts), dtype=torch.float64)  # (B,)

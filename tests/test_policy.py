@@ -123,3 +123,26 @@ def test_hub_id_without_a_hub_fails_fast_naming_the_embedded_default():
     with pytest.raises(OSError, match="--model embedded"):
         load_policy("gpt2")
     assert time.perf_counter() - t0 < 30  # no minute of retries against an unreachable hub
+
+
+def test_sample_with_kl_is_k1_summed_over_each_completion(policy_and_tokenizer):
+    """The one 'sample from π, measure KL to ρ' helper (bench, DPO and lesson 08 all use it) against a plain recomputation."""
+    from rlhf_nb.policy import make_reference, sample_with_kl
+
+    model, tok = policy_and_tokenizer
+    ref = make_reference(model)
+    prompts = ["The acting was", "I thought the plot"]
+    ro, kl = sample_with_kl(model, ref, tok, prompts, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(kl, torch.zeros(2))  # the policy is its own reference
+    again = sample(model, tok, prompts, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ro.query_responses, again.query_responses)  # the same draws as a plain sample()
+    with torch.no_grad():
+        p = model.transformer.h[0].mlp.c_fc.weight
+        p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    try:
+        ro, kl = sample_with_kl(model, ref, tok, prompts, 8, generator=torch.Generator().manual_seed(0))
+        args = (ro.query_responses, ro.attention_mask, ro.context_length)
+        want = ((forward_tokens(model, *args)[0] - forward_tokens(ref, *args)[0]) * ro.completion_mask).sum(1)
+        assert torch.allclose(kl, want) and not torch.equal(kl, torch.zeros(2))
+    finally:
+        model.load_state_dict(ref.state_dict())

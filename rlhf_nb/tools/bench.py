@@ -127,8 +127,7 @@ def measure_objective(state, n_per_prompt: int = EVAL_PER_PROMPT, seed: int = 12
     prompts and weights as J* (k1 summed over each completion: unbiased for the KL)."""
     import torch
 
-    from ..kl import kl_k1
-    from ..policy import forward_tokens, sample
+    from ..policy import sample_with_kl
 
     cfg = state.cfg
     g = torch.Generator(device=state.device).manual_seed(seed)
@@ -136,12 +135,9 @@ def measure_objective(state, n_per_prompt: int = EVAL_PER_PROMPT, seed: int = 12
     scores, kls = [], []
     with torch.no_grad():
         for i in range(0, len(prompts), chunk):
-            ro = sample(state.policy, state.tokenizer, prompts[i:i + chunk], cfg.max_new_tokens, cfg.temperature,
-                        cfg.top_k, cfg.top_p, generator=g)
-            mask = ro.completion_mask.float()  # (B, T)
-            args = (ro.query_responses, ro.attention_mask, ro.context_length, cfg.temperature)
-            logp, ref_logp = forward_tokens(state.policy, *args)[0], forward_tokens(state.ref, *args)[0]
-            kls.append((kl_k1(logp, ref_logp) * mask).sum(1).double())  # (B,)
+            ro, kl = sample_with_kl(state.policy, state.ref, state.tokenizer, prompts[i:i + chunk], cfg.max_new_tokens,
+                                    cfg.temperature, generator=g)
+            kls.append(kl.double())  # (B,)
             scores.append(state.reward_fn(ro.prompts, ro.completions).double())  # (B,)
     score, kl = float(torch.cat(scores).mean()), float(torch.cat(kls).mean())
     return {"score": score, "kl": kl, "n": len(prompts)}
