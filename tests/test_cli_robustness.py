@@ -163,12 +163,18 @@ def test_read_only_output_fails_before_the_model_loads(tmp_path, capfd, no_model
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
+    mounted = False
     try:
-        if os.access(ro, os.W_OK):  # root ignores permission bits; the /proc case covers the probe then
-            pytest.skip("this user can write to a read-only folder (root)")
+        if os.access(ro, os.W_OK):  # root ignores permission bits, but not a file system mounted read-only
+            p = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True)
+            if p.returncode:
+                pytest.skip(f"root ignores permission bits and cannot mount a read-only tmpfs here: {p.stderr!r}")
+            mounted = True
         code, err = cli(capfd, "--out", ro / "runs", *TINY_FLAGS)
         assert code == 2 and len(err) == 1 and "--out" in err[0] and "not writable" in err[0], err
     finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=True)
         ro.chmod(0o755)
 
 
