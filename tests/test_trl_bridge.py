@@ -35,6 +35,7 @@ def test_trainer_runs_logs_reward_and_maps_config(model_dir, tmp_path, algo):
     assert a.per_device_train_batch_size == cfg.batch_size * cfg.num_generations // cfg.num_minibatches
     assert a.max_steps == cfg.total_steps * cfg.ppo_epochs * cfg.num_minibatches
     assert a.use_cpu and not a.bf16 and a.lr_scheduler_type == "constant" and a.save_strategy == "no"
+    assert not a.gradient_checkpointing and not getattr(a, "activation_checkpointing", False)  # TRL defaults it on
     trainer.train()
     assert trainer.state.global_step == a.max_steps
     rewards = [log["reward"] for log in timer.logs if "reward" in log]

@@ -143,6 +143,15 @@ class StepTimer:
         return _Cb()
 
 
+def _no_checkpointing() -> dict:
+    """Activation checkpointing off, under the name this transformers knows: 5.2x renamed `gradient_checkpointing`
+    to `activation_checkpointing` and warns on the old name (which TRL's configs still default to True)."""
+    from transformers import TrainingArguments
+
+    new = "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    return {"activation_checkpointing": False} if new else {"gradient_checkpointing": False}
+
+
 def _prompt_dataset(cfg: RunConfig):
     """rlhf_nb's prompts as a datasets.Dataset with a "prompt" column, long enough for one pass over the run."""
     from datasets import Dataset
@@ -199,7 +208,7 @@ def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: in
         use_cpu=use_cpu,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,  # TRL's default True costs time and buys nothing on a tiny model
+        **_no_checkpointing(),  # TRL's default (on) costs time and buys nothing on a tiny model
         disable_dropout=True,  # rlhf_nb keeps dropout off in RL too
         # logging and saving
         logging_steps=1,
@@ -518,7 +527,7 @@ def trl_dpo_config_kwargs(cfg, output_dir: str, world_size: int | None = None) -
         use_cpu=use_cpu,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,  # TRL's default True costs time and buys nothing on a tiny model
+        **_no_checkpointing(),  # TRL's default (on) costs time and buys nothing on a tiny model
         disable_dropout=True,
         # logging and saving
         logging_steps=1,
