@@ -25,7 +25,7 @@ from .text import join_text
 ASSETS = Path(__file__).resolve().parent / "assets"
 PROXY_SIZES = (250, 1000, 4000)  # preference pairs each proxy was trained on
 SWEEP_PATH = ASSETS / "overopt-sweep.json"
-BON_NS = tuple(2 ** k for k in range(9))  # 1, 2, 4, ..., 256
+BON_NS = tuple(2 ** k for k in range(12))  # 1, 2, 4, ..., 2048
 FORMS = ("bon", "rl")
 
 Judge = Callable[[list[str], list[str]], torch.Tensor]
@@ -127,12 +127,16 @@ def sample_base(prompts: Sequence[str], n_per_prompt: int, max_new_tokens: int, 
 
 def score_samples(prompts: Sequence[str], completions: list[list[str]], judges: dict[str, Judge]) -> dict[str, torch.Tensor]:
     """(P, N) scores of every completion by each judge, plus the gold (key "gold")."""
-    flat_p = [p for p, cs in zip(prompts, completions) for _ in cs]
-    flat_c = [c for cs in completions for c in cs]
+    flat = [(p, c) for p, cs in zip(prompts, completions) for c in cs]
     shape = (len(completions), len(completions[0]))
-    out = {name: j(flat_p, flat_c).double().reshape(shape) for name, j in judges.items()}
-    out["gold"] = torch.tensor(gold_text_scores([join_text(p, c) for p, c in zip(flat_p, flat_c)]),
-                               dtype=torch.float64).reshape(shape)
+    # a tiny model repeats itself: each distinct (prompt, completion) is scored once, then spread back
+    unique = list(dict.fromkeys(flat))
+    where = {pc: i for i, pc in enumerate(unique)}
+    index = torch.tensor([where[pc] for pc in flat])
+    up, uc = [p for p, _ in unique], [c for _, c in unique]
+    out = {name: j(up, uc).double()[index].reshape(shape) for name, j in judges.items()}
+    out["gold"] = torch.tensor(gold_text_scores([join_text(p, c) for p, c in unique]), dtype=torch.float64)[index]
+    out["gold"] = out["gold"].reshape(shape)
     return out
 
 

@@ -169,7 +169,9 @@ def test_builders_refuse_bad_flags_in_one_line():
     for mod, args, flag in (("build_proxies", ["--sizes", "0"], "--sizes"),
                             ("overopt_sweep", ["--bon-samples", "10"], "--bon-samples"),
                             ("overopt_sweep", ["--kl-coefs", "-1"], "--kl_coef"),
-                            ("overopt_sweep", ["--proxies", "7"], "--proxies")):
+                            ("overopt_sweep", ["--proxies", "7"], "--proxies"),
+                            ("overopt_sweep", ["--jobs", "0"], "--jobs"),
+                            ("overopt_sweep", ["--parts", "bon", "--out", "/nonexistent/sweep.json"], "--parts")):
         p = subprocess.run([sys.executable, "-m", f"rlhf_nb.tools.{mod}", *args], capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.startswith(f"error: {flag}") and p.stderr.count("\n") == 1, p.stderr
 
@@ -204,3 +206,20 @@ def test_sample_base_and_score_samples_shapes():
     assert s["len"].shape == s["gold"].shape == (2, 5)
     assert s["len"][1, 2] == len(comps[1][2])
     assert s["gold"][0, 3] == gold_text_scores([join_text(prompts[0], comps[0][3])])[0]
+
+
+def test_score_samples_scores_each_distinct_pair_once():
+    from rlhf_nb.overopt import score_samples
+
+    seen = []
+
+    def judge(p, c):
+        seen.extend(zip(p, c))
+        return torch.tensor([float(len(x) + 10 * len(y)) for x, y in zip(p, c)])
+
+    prompts = ["A", "BB"]
+    comps = [["x", "yy", "x", "x"], ["x", "yy", "yy", "z"]]  # "x" under two prompts is two different pairs
+    s = score_samples(prompts, comps, {"j": judge})
+    assert sorted(seen) == sorted({("A", "x"), ("A", "yy"), ("BB", "x"), ("BB", "yy"), ("BB", "z")})
+    want = [[float(len(p) + 10 * len(c)) for c in cs] for p, cs in zip(prompts, comps)]
+    assert s["j"].tolist() == want

@@ -1,15 +1,20 @@
 """`make overopt`: best-of-n and PPO against each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json).
 
 Best-of-n: `bon_samples` base completions of every prompt (several sampling seeds), scored by each proxy and the
-gold; the unbiased estimator of `overopt.best_of_n` gives n = 1 ... 256. RL: `rlhf_nb.train`'s PPO on each proxy
+gold; the unbiased estimator of `overopt.best_of_n` gives n = 1 ... 2048. RL: `rlhf_nb.train`'s PPO on each proxy
 at each KL coefficient and seed, the policy scored every `eval_every` steps (`overopt.rl_curve`). Lesson 08 and
 docs/overoptimisation.md read the JSON; nothing in it is re-derived by hand.
+
+    python -m rlhf_nb.tools.overopt_sweep                         # both parts (make overopt)
+    python -m rlhf_nb.tools.overopt_sweep --parts bon --jobs 2    # best-of-n only; the RL rows stay as written
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +34,9 @@ class SweepConfig:
 
     proxies: list[int] = field(default_factory=lambda: list(PROXY_SIZES))
     """proxy reward models (training pairs) to optimise"""
-    bon_samples: int = 512
-    """base completions per prompt for best-of-n (>= the largest n, 256)"""
+    bon_samples: int = 8192
+    """base completions per prompt for best-of-n (>= the largest n, 2048; 4x it, so that even n = 2048 averages
+    over many subsets: with N = n the estimate is a single argmax per prompt)"""
     bon_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """sampling seeds for best-of-n (the spread between them is the band)"""
     kl_coefs: list[float] = field(default_factory=lambda: [0.0, 0.02, 0.05])
@@ -49,6 +55,10 @@ class SweepConfig:
     """score the policy (128 samples, a fixed seed) every this many steps"""
     out: str = str(SWEEP_PATH)
     """the JSON to write"""
+    parts: list[str] = field(default_factory=lambda: ["bon", "rl"])
+    """what to (re)compute; a part left out keeps its rows from the JSON already at --out"""
+    jobs: int = 1
+    """processes for best-of-n, one sampling seed each (each seed's samples are the same at any --jobs)"""
 
 
 def parse_args(argv=None) -> SweepConfig:
@@ -58,6 +68,8 @@ def parse_args(argv=None) -> SweepConfig:
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, (int, float, str)):
             p.add_argument(flag, type=type(f.default), default=f.default)
+        elif f.name == "parts":
+            p.add_argument(flag, nargs="+", choices=["bon", "rl"], default=f.default_factory())
         else:
             item = float if f.name == "kl_coefs" else int
             p.add_argument(flag, type=item, nargs="+", default=f.default_factory())
@@ -75,6 +87,10 @@ def parse_args(argv=None) -> SweepConfig:
         p.exit(2, f"error: {e}\n")
     if cfg.eval_every < 1:
         p.exit(2, f"error: --eval-every must be >= 1, got {cfg.eval_every}\n")
+    if cfg.jobs < 1:
+        p.exit(2, f"error: --jobs must be >= 1, got {cfg.jobs}\n")
+    if set(cfg.parts) != {"bon", "rl"} and not Path(cfg.out).is_file():
+        p.exit(2, f"error: --parts {' '.join(cfg.parts)} keeps the other part from --out, but {cfg.out} does not exist\n")
     return cfg
 
 
@@ -82,33 +98,58 @@ def _round(row: dict, keys=None, digits: int = 4) -> dict:
     return {k: (round(v, digits) if isinstance(v, float) else v) for k, v in row.items() if keys is None or k in keys}
 
 
-def main(argv=None) -> dict:
+def _bon_seed(cfg: SweepConfig, seed: int) -> dict[str, list[dict]]:
+    """Best-of-n curves of one sampling seed, {proxy: rows}: the same base samples for every proxy, so proxies
+    differ only in which sample they pick. One thread, whatever process it runs in."""
+    import torch
+
     from ..policy import load_policy
+    torch.set_num_threads(1)
+    judges = {k: LearnedReward(proxy_dir(k), batch_size=256) for k in cfg.proxies}
+    model, tok = load_policy()
+    comps = sample_base(PROMPTS, cfg.bon_samples, cfg.max_new_tokens, seed, model, tok)
+    scores = score_samples(PROMPTS, comps, judges)
+    return {str(k): [_round(r) for r in best_of_n_curve(scores[k], scores["gold"], BON_NS)] for k in cfg.proxies}
+
+
+def main(argv=None) -> dict:
     from ..seeding import seed_everything
     cfg = parse_args(argv)
     seed_everything(0)
     t0 = time.process_time()
     judges = {k: LearnedReward(proxy_dir(k), batch_size=256) for k in cfg.proxies}
     base_std = {k: load_proxy_metrics(k)["reward_std_on_base"] for k in cfg.proxies}
+    old = json.loads(Path(cfg.out).read_text()) if set(cfg.parts) != {"bon", "rl"} else {}
     out = {"config": dataclasses.asdict(cfg), "command": "python -m rlhf_nb.tools.overopt_sweep  (make overopt)",
            "proxies": {str(k): _round({m: load_proxy_metrics(k)[m] for m in
                                        ("accuracy", "grammar_accuracy", "pearson", "reward_std_on_base")})
                        for k in cfg.proxies},
            "bon": {str(k): {} for k in cfg.proxies}, "rl": []}
+    for part in ("bon", "rl"):
+        if part not in cfg.parts:  # kept as written, with the settings that made it
+            out[part] = old[part]
+            keys = ("bon_samples", "bon_seeds") if part == "bon" else \
+                ("kl_coefs", "seeds", "steps", "learning_rate", "batch_size", "eval_every")
+            out["config"].update({k: old["config"][k] for k in keys})
+    out["config"].pop("parts"), out["config"].pop("jobs"), out["config"].pop("out")
+    # CPU seconds of each part; a part kept from a file that did not record its own is None (unknown)
+    cpu = {part: old.get("cpu_seconds_by_part", {}).get(part) for part in ("bon", "rl")}
 
-    # best-of-n: the same base samples for every proxy, so proxies differ only in which sample they pick
-    model, tok = load_policy()
-    for seed in cfg.bon_seeds:
-        comps = sample_base(PROMPTS, cfg.bon_samples, cfg.max_new_tokens, seed, model, tok)
-        scores = score_samples(PROMPTS, comps, judges)
-        for k in cfg.proxies:
-            rows = best_of_n_curve(scores[k], scores["gold"], BON_NS)
-            out["bon"][str(k)][str(seed)] = [_round(r) for r in rows]
-            print(f"best-of-n seed {seed} proxy-rm-{k}: gold " + " ".join(f"{r['gold']:+.3f}" for r in rows), flush=True)
-        print(f"  cpu {time.process_time() - t0:.0f}s", flush=True)
+    if "bon" in cfg.parts:  # child processes' CPU is counted too (children's times once they have ended)
+        c0 = time.process_time() + _children_cpu()
+        spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state forked from this one
+        with concurrent.futures.ProcessPoolExecutor(cfg.jobs, spawn) if cfg.jobs > 1 else _InProcess() as pool:
+            for seed, curves in zip(cfg.bon_seeds, pool.map(_bon_seed, [cfg] * len(cfg.bon_seeds), cfg.bon_seeds)):
+                for k, rows in curves.items():
+                    out["bon"][k][str(seed)] = rows
+                    print(f"best-of-n seed {seed} proxy-rm-{k}: gold " + " ".join(f"{r['gold']:+.3f}" for r in rows),
+                          flush=True)
+        cpu["bon"] = time.process_time() + _children_cpu() - c0
+        print(f"  best-of-n: {cpu['bon']:.0f} CPU s", flush=True)
 
     # PPO on each proxy
-    for k in cfg.proxies:
+    c0 = time.process_time()
+    for k in (cfg.proxies if "rl" in cfg.parts else []):
         for beta in cfg.kl_coefs:
             for seed in cfg.seeds:
                 rc = RunConfig(reward="learned", reward_model=proxy_dir(k), kl_coef=beta, seed=seed,
@@ -123,10 +164,36 @@ def main(argv=None) -> dict:
                       f"(kl {rows[-1]['kl']:.1f}, proxy {rows[-1]['proxy']:+.2f}); cpu {time.process_time() - t0:.0f}s",
                       flush=True)
                 Path(cfg.out).write_text(json.dumps(out, separators=(",", ":")) + "\n")  # partial results survive
-    out["cpu_seconds"] = round(time.process_time() - t0)
+    if "rl" in cfg.parts:
+        cpu["rl"] = time.process_time() - c0
+    out["cpu_seconds_by_part"] = {k: None if v is None else round(v) for k, v in cpu.items()}
+    if None in cpu.values():  # the RL rows of the first sweep: its 2,637 CPU s covered both parts
+        out["cpu_seconds_by_part_note"] = "None: kept from a sweep that recorded only its total, " + \
+            f"{old.get('cpu_seconds')} CPU s for both parts (best-of-n then at {old['config'].get('bon_samples')} samples)"
+    out["cpu_seconds"] = sum(v for v in out["cpu_seconds_by_part"].values() if v is not None)
     Path(cfg.out).write_text(json.dumps(out, separators=(",", ":")) + "\n")
     print(f"wrote {cfg.out} ({out['cpu_seconds']} CPU s)")
     return out
+
+
+def _children_cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class _InProcess:
+    """`with ... as pool: pool.map(f, ...)` without processes (--jobs 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def map(f, *its):
+        return map(f, *its)
 
 
 if __name__ == "__main__":
