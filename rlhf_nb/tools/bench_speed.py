@@ -451,6 +451,9 @@ def render_speed(r: dict[str, Any]) -> list[str]:
                  "(float sums split over threads round differently), which is why the notebooks stay at one thread.")
     lines += _growth_lines(r["growth"])
     lines += ["", "On CUDA: unmeasured (no GPU on this machine); `--device cuda` runs the same loop.", ""]
+    notes = Path(__file__).resolve().parents[2] / "docs" / "speed_notes.md"
+    if notes.exists():  # the reading of the profile and the levers tried, written by hand
+        lines += [notes.read_text().strip(), ""]
     return lines
 
 
