@@ -33,6 +33,15 @@ from ..rewards import reward_for
 EXTRA_HINT = "pip install -e .[trl]"
 ALGOS = ("grpo", "rloo")
 
+# where both bridges put the fields that shape a run rather than the algorithm
+_RUN_KNOBS: dict[str, tuple[str, str]] = {
+    "device": ("use_cpu", "use_cpu = True unless CUDA is used; bf16 = fp16 = False (rlhf_nb trains in float32)"),
+    "threads": ("torch.set_num_threads", "set in this process before the trainer is built"),
+    "progress": ("disable_tqdm", "disable_tqdm = not progress"),
+    "max_minutes": ("callbacks", "StopAfter callback: stops after the step that crosses the budget"),
+    "out, run_name": ("output_dir", "output_dir = out/run_name (or a temp dir); save_strategy='no', report_to='none'"),
+}
+
 # RunConfig field -> (TRL config field(s), how the value is carried over)
 KNOB_MAP: dict[str, tuple[str, str]] = {
     "seed": ("seed", "same value (TRL also seeds its prompt sampler with it)"),
@@ -57,12 +66,14 @@ KNOB_MAP: dict[str, tuple[str, str]] = {
     "reward": ("reward_funcs", "our reward wrapped as a TRL reward function (prompts, completions, **kw) -> list[float]"),
     "missing_eos_penalty": ("reward_funcs", "applied inside the reward wrapper: score − penalty when no EOS was sampled"),
     "model": ("model", "a local folder or hub id; 'embedded' is the kit's folder; TRL loads policy and reference from it"),
-    "device": ("use_cpu", "use_cpu = True unless CUDA is used; bf16 = fp16 = False (rlhf_nb trains in float32)"),
-    "threads": ("torch.set_num_threads", "set in this process before the trainer is built"),
-    "progress": ("disable_tqdm", "disable_tqdm = not progress"),
-    "max_minutes": ("callbacks", "StopAfter callback: stops after the step that crosses the budget"),
-    "out, run_name": ("output_dir", "output_dir = out/run_name (or a temp dir); save_strategy='no', report_to='none'"),
+    **_RUN_KNOBS,
     "log_samples": ("log_completions", "log_completions=False (TRL writes parquet tables when on)"),
+}
+
+# run fields neither bridge carries over, and why
+_RUN_UNMAPPED: dict[str, str] = {
+    "save_every": "the bridge never saves (save_strategy='no'); use TRL's save_steps directly if you need it",
+    "resume": "TRL resumes with trainer.train(resume_from_checkpoint=...) from its own checkpoints",
 }
 
 # RunConfig fields with no counterpart in TRL's GRPO/RLOO, and why
@@ -76,8 +87,7 @@ UNMAPPED: dict[str, str] = {
     "adaptive_kl": "no adaptive-β controller in GRPOTrainer/RLOOTrainer (β is fixed)",
     "target_kl": "only used by the adaptive controller",
     "kl_horizon": "only used by the adaptive controller",
-    "save_every": "the bridge never saves (save_strategy='no'); use TRL's save_steps directly if you need it",
-    "resume": "TRL resumes with trainer.train(resume_from_checkpoint=...) from its own checkpoints",
+    **_RUN_UNMAPPED,
     "advantage=gae": "TRL 1.16 has no PPO (deleted in TRL PR 7020); PPO with a value head is rlhf_nb's own train.py",
 }
 
@@ -481,19 +491,14 @@ DPO_KNOB_MAP: dict[str, tuple[str, str]] = {
     "model": ("model", "a local folder or hub id ('embedded' is the kit's folder); TRL loads policy and reference from it"),
     "pairs": ("train_dataset", "the same records as a datasets.Dataset of prompt / chosen / rejected strings"),
     "eval_pairs": ("eval_dataset", "the same records; TRL reports eval_rewards/accuracies (agreement with the labels)"),
-    "device": ("use_cpu", "use_cpu = True unless CUDA is used; bf16 = fp16 = False (rlhf_nb trains in float32)"),
-    "threads": ("torch.set_num_threads", "set in this process before the trainer is built"),
-    "progress": ("disable_tqdm", "disable_tqdm = not progress"),
-    "max_minutes": ("callbacks", "StopAfter callback: stops after the step that crosses the budget"),
-    "out, run_name": ("output_dir", "output_dir = out/run_name (or a temp dir); save_strategy='no', report_to='none'"),
+    **_RUN_KNOBS,
 }
 
 # DPOConfig fields with no counterpart in TRL's DPOTrainer, and why
 DPO_UNMAPPED: dict[str, str] = {
     "eval_samples": "TRL never samples during DPO; rlhf_nb samples only to measure KL(π‖ρ) and the gold at epoch ends",
     "max_new_tokens": "length of those measurement samples; DPO itself generates nothing",
-    "save_every": "the bridge never saves (save_strategy='no'); use TRL's save_steps directly if you need it",
-    "resume": "TRL resumes with trainer.train(resume_from_checkpoint=...) from its own checkpoints",
+    **_RUN_UNMAPPED,
 }
 
 
