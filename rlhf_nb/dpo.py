@@ -542,35 +542,14 @@ def train(cfg: DPOConfig, state: DPOState | None = None, write_run: bool = True,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; exit status as rlhf_nb.train: 0 done, 2 bad input, 74 a write failed, 75 --max_minutes, 128 + N signal N."""
-    from .train import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, RunAborted, RunWriteError, _out, _say
+    from .train import run_cli
 
-    res = None
-    try:
-        try:
-            cfg = config_from_args(sys.argv[1:] if argv is None else argv)  # a bad flag: one line, exit 2
-            res = train(cfg, state=None)
-        except RunWriteError as e:
-            _say(f"error: {e}")
-            return EXIT_WRITE_FAILED
-        except (ConfigError, ValueError, OSError) as e:  # CheckpointError is a ValueError
-            _say(f"error: {e}")
-            return EXIT_BAD_INPUT
-        lines = [f"run folder: {res.run_dir}"]
+    def summary(res):
         last = res.history[-1] if res.history else {}
-        if last:
-            lines.append(f"step {last['step']}: loss/dpo {last['loss/dpo']:.4f}  rewards/margins "
-                         f"{last['rewards/margins']:.4f}  rewards/accuracies {last['rewards/accuracies']:.3f}")
-        if res.stopped_early:
-            lines.append(f"stopped early ({res.stopped_early}); resume with: {PROG} --resume {res.last_checkpoint}")
-        _out(*lines)
-        return res.exit_code
-    except RunAborted as e:
-        _say(str(e))
-        return 130
-    except KeyboardInterrupt:  # before train() caught signals (loading the model), or after it let go of them
-        if res is None:
-            _say("interrupted during start-up: nothing was trained or written")
-        return res.exit_code if res is not None and res.exit_code else 130
+        return [f"step {last['step']}: loss/dpo {last['loss/dpo']:.4f}  rewards/margins {last['rewards/margins']:.4f}  "
+                f"rewards/accuracies {last['rewards/accuracies']:.3f}"] if last else []
+
+    return run_cli(lambda: train(config_from_args(sys.argv[1:] if argv is None else argv), state=None), summary, PROG)
 
 
 if __name__ == "__main__":

@@ -453,32 +453,24 @@ def _out(*lines: str) -> None:
         silence(sys.stdout)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The CLI. Exit status: 0 done, 2 bad input, 74 a write failed, 75 --max_minutes, 128 + N signal N (--help)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # the import-time guard's job is done
+def run_cli(start: Callable[[], Any], summary: Callable[[Any], list[str]], prog: str = PROG) -> int:
+    """The frame of a training CLI (rlhf_nb.train, rlhf_nb.dpo): `start()` parses the flags and runs, `summary(res)`
+    gives the lines after "run folder: ...". Every way a run ends is one line and an exit status: 0 done, 2 bad input,
+    74 a write failed, 75 --max_minutes, 128 + N signal N."""
     res = None
     try:
-        cfg = config_from_args(argv)  # a bad flag or --resume checkpoint: one line, exit 2
         try:
-            check_output_writable(cfg.out)
-            state = setup(cfg)
-            res = train(cfg, state=state)
+            res = start()
         except RunWriteError as e:
             _say(f"error: {e}")
             return EXIT_WRITE_FAILED
         except (ConfigError, ValueError, OSError) as e:  # CheckpointError is a ValueError
             _say(f"error: {e}")
             return EXIT_BAD_INPUT
-        last = res.history[-1] if res.history else {}
-        lines = [f"run folder: {res.run_dir}"]
-        if last:
-            lines.append(f"step {last['step']}: objective/scores {last['objective/scores']:.4f}  "
-                         f"objective/kl {last['objective/kl']:.4f}")
+        lines = [f"run folder: {res.run_dir}", *summary(res)]
         if res.stopped_early:
-            lines.append(f"stopped early ({res.stopped_early}); resume with: python -m rlhf_nb.train --resume "
-                         f"{res.last_checkpoint}")
-        elif res.stop_signal:
+            lines.append(f"stopped early ({res.stopped_early}); resume with: {prog} --resume {res.last_checkpoint}")
+        elif getattr(res, "stop_signal", None):
             lines.append(f"{signal.Signals(res.stop_signal).name} arrived as the run finished; final/ is complete")
         _out(*lines)
         return res.exit_code
@@ -489,6 +481,24 @@ def main(argv: list[str] | None = None) -> int:
         if res is None:
             _say("interrupted during start-up: nothing was trained or written")
         return res.exit_code if res is not None and res.exit_code else 128 + signal.SIGINT
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLI. Exit status: 0 done, 2 bad input, 74 a write failed, 75 --max_minutes, 128 + N signal N (--help)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the import-time guard's job is done
+
+    def start():
+        cfg = config_from_args(argv)  # a bad flag or --resume checkpoint: one line, exit 2
+        check_output_writable(cfg.out)
+        return train(cfg, state=setup(cfg))
+
+    def summary(res):
+        last = res.history[-1] if res.history else {}
+        return [f"step {last['step']}: objective/scores {last['objective/scores']:.4f}  "
+                f"objective/kl {last['objective/kl']:.4f}"] if last else []
+
+    return run_cli(start, summary)
 
 
 if __name__ == "__main__":
