@@ -16,6 +16,7 @@ import dataclasses
 import json
 import multiprocessing
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,8 +139,9 @@ def main(argv=None) -> dict:
     if "bon" in cfg.parts:  # child processes' CPU is counted too (children's times once they have ended)
         c0 = time.process_time() + _children_cpu()
         spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state forked from this one
-        with concurrent.futures.ProcessPoolExecutor(cfg.jobs, spawn) if cfg.jobs > 1 else _InProcess() as pool:
-            for seed, curves in zip(cfg.bon_seeds, pool.map(_bon_seed, [cfg] * len(cfg.bon_seeds), cfg.bon_seeds)):
+        with concurrent.futures.ProcessPoolExecutor(cfg.jobs, spawn) if cfg.jobs > 1 else nullcontext() as pool:
+            mapped = (pool.map if pool else map)(_bon_seed, [cfg] * len(cfg.bon_seeds), cfg.bon_seeds)
+            for seed, curves in zip(cfg.bon_seeds, mapped):
                 for k, rows in curves.items():
                     out["bon"][k][str(seed)] = rows
                     print(f"best-of-n seed {seed} proxy-rm-{k}: gold " + " ".join(f"{r['gold']:+.3f}" for r in rows),
@@ -167,7 +169,7 @@ def main(argv=None) -> dict:
     if "rl" in cfg.parts:
         cpu["rl"] = time.process_time() - c0
     out["cpu_seconds_by_part"] = {k: None if v is None else round(v) for k, v in cpu.items()}
-    if None in cpu.values():  # the RL rows of the first sweep: its 2,637 CPU s covered both parts
+    if None in cpu.values():  # a part kept from a sweep that recorded only its total
         out["cpu_seconds_by_part_note"] = "None: kept from a sweep that recorded only its total, " + \
             f"{old.get('cpu_seconds')} CPU s for both parts (best-of-n then at {old['config'].get('bon_samples')} samples)"
     out["cpu_seconds"] = sum(v for v in out["cpu_seconds_by_part"].values() if v is not None)
@@ -180,20 +182,6 @@ def _children_cpu() -> float:
     import resource
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-class _InProcess:
-    """`with ... as pool: pool.map(f, ...)` without processes (--jobs 1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(f, *its):
-        return map(f, *its)
 
 
 if __name__ == "__main__":
