@@ -121,10 +121,11 @@ class TRLReward:
 
 
 class StepTimer:
-    """Factory for a TrainerCallback that records TRL's logs and each optimizer step's wall time."""
+    """Factory for a TrainerCallback that records TRL's logs and each optimizer step's time (`clock`: wall seconds by
+    default, `time.process_time` for CPU seconds); with a budget, training stops after the step that crosses it."""
 
     @staticmethod
-    def make(time_budget_s: float | None = None):
+    def make(time_budget_s: float | None = None, clock: Callable[[], float] = time.perf_counter):
         from transformers import TrainerCallback
 
         class _Cb(TrainerCallback):
@@ -135,20 +136,19 @@ class StepTimer:
                 self._t0 = None
 
             def on_train_begin(self, args, state, control, **kw):
-                self.t_start = time.perf_counter()
+                self.t_start = clock()
 
             def on_step_begin(self, args, state, control, **kw):
-                self._t0 = time.perf_counter()
+                self._t0 = clock()
 
             def on_step_end(self, args, state, control, **kw):
-                self.step_s.append(time.perf_counter() - self._t0)
-                if time_budget_s is not None and time.perf_counter() - self.t_start > time_budget_s:
+                self.step_s.append(clock() - self._t0)
+                if time_budget_s is not None and clock() - self.t_start > time_budget_s:
                     control.should_training_stop = True
 
             def on_log(self, args, state, control, logs=None, **kw):
                 if logs is not None and "train_runtime" not in logs:  # the end-of-training summary is not a step
-                    self.logs.append({"global_step": state.global_step,
-                                      "elapsed_s": time.perf_counter() - self.t_start, **logs})
+                    self.logs.append({"global_step": state.global_step, "elapsed_s": clock() - self.t_start, **logs})
 
         return _Cb()
 

@@ -15,9 +15,7 @@ def bench_dpo_vs_trl(steps: int = 20, warmup: int = 3, batch_size: int = 32, pai
     import statistics
     import tempfile
 
-    from transformers import TrainerCallback
-
-    from ..bridges.trl import make_trl_dpo_trainer, quiet_trainer
+    from ..bridges.trl import StepTimer, make_trl_dpo_trainer, quiet_trainer
 
     cfg = DPOConfig(pairs=pairs, eval_pairs=None, eval_samples=0, batch_size=batch_size, progress=False, device="cpu",
                     threads=1)
@@ -29,17 +27,7 @@ def bench_dpo_vs_trl(steps: int = 20, warmup: int = 3, batch_size: int = 32, pai
         ours.append(time.process_time() - t)
     tokens = batch_size * statistics.fmean(2 * len(p) + len(c) + len(r) for p, c, r in s.encoded)  # per step
 
-    class _CPUTimer(TrainerCallback):
-        def __init__(self):
-            self.t, self.step_s = 0.0, []
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.t = time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.step_s.append(time.process_time() - self.t)
-
-    timer = _CPUTimer()
+    timer = StepTimer.make(clock=time.process_time)  # CPU seconds, like ours
     with tempfile.TemporaryDirectory() as out:
         tr = quiet_trainer(make_trl_dpo_trainer(cfg, output_dir=out, callbacks=[timer]))
         tr.args.max_steps = warmup + steps
