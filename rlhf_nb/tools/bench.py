@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .bench_report import search_key
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
@@ -133,12 +135,11 @@ def measure_objective(state, n_per_prompt: int = EVAL_PER_PROMPT, seed: int = 12
     g = torch.Generator(device=state.device).manual_seed(seed)
     prompts = [p for p in state.prompts for _ in range(n_per_prompt)]
     scores, kls = [], []
-    with torch.no_grad():
-        for i in range(0, len(prompts), chunk):
-            ro, kl = sample_with_kl(state.policy, state.ref, state.tokenizer, prompts[i:i + chunk], cfg.max_new_tokens,
-                                    cfg.temperature, generator=g)
-            kls.append(kl.double())  # (B,)
-            scores.append(state.reward_fn(ro.prompts, ro.completions).double())  # (B,)
+    for i in range(0, len(prompts), chunk):  # sample_with_kl runs without grad
+        ro, kl = sample_with_kl(state.policy, state.ref, state.tokenizer, prompts[i:i + chunk], cfg.max_new_tokens,
+                                cfg.temperature, generator=g)
+        kls.append(kl.double())  # (B,)
+        scores.append(state.reward_fn(ro.prompts, ro.completions).double())  # (B,)
     score, kl = float(torch.cat(scores).mean()), float(torch.cat(kls).mean())
     return {"score": score, "kl": kl, "n": len(prompts)}
 
@@ -231,11 +232,6 @@ def learning_summary(history: list[dict], budget_s: float, beta: float = BETA, j
             "eval_j": objective(final["score"], final["kl"], beta),
             "eval_j_ratio": objective(final["score"], final["kl"], beta) / j_star if j_star else None}),
     }
-
-
-def search_key(base: str, changes: dict) -> str:
-    """A search row's name: its base run and the flags it changes, e.g. 'grpo --learning_rate 0.001'."""
-    return " ".join([base] + [f"--{k} {v}" for k, v in changes.items()])
 
 
 def run_search(budget_s: float, j_star: float, rows, path: Path) -> dict:

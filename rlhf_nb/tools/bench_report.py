@@ -109,6 +109,17 @@ def write_report(r: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def search_key(base: str, changes: dict) -> str:
+    """A search row's name: its base run and the flags it changes, e.g. 'grpo --learning_rate 0.001'."""
+    return " ".join([base] + [f"--{k} {v}" for k, v in changes.items()])
+
+
+def hand_notes(name: str) -> list[str]:
+    """A hand-written reading of measured tables (docs/<name>), as report lines after a blank one; none if absent."""
+    notes = Path(__file__).resolve().parents[2] / "docs" / name
+    return ["", notes.read_text().strip()] if notes.exists() else []
+
+
 def _at(by_beta: dict, beta: float) -> dict:
     """by_beta[beta] whether the JSON round trip made the keys strings or not."""
     return next(v for k, v in by_beta.items() if abs(float(k) - beta) < 1e-12)
@@ -184,7 +195,7 @@ def _search_section(screen: dict, seeds: dict | None, star: dict, beta: float) -
         groups: dict[str, list[dict]] = {}
         for v in seeds["runs"].values():
             changes = {k: x for k, x in v["changes"].items() if k != "seed"}
-            groups.setdefault(" ".join([v["base"]] + [f"--{k} {x}" for k, x in changes.items()]), []).append(v)
+            groups.setdefault(search_key(v["base"], changes), []).append(v)
         n_eval = next(iter(seeds["runs"].values()))["eval_n"]
         lines += [
             "",
@@ -199,7 +210,5 @@ def _search_section(screen: dict, seeds: dict | None, star: dict, beta: float) -
             col = lambda k, nd: _spread([v[k] for v in vs], nd)  # noqa: E731
             lines.append(f"| `{key}` ({len(vs)} seeds) | {col('steps_in_budget', 0)} | {col('eval_score', 3)} | "
                          f"{col('eval_kl', 2)} | {col('eval_j_ratio', 2)} |")
-    notes = Path(__file__).resolve().parents[2] / "docs" / "bench_search_notes.md"
-    if notes.exists():  # the reading of the tables, written by hand after the search
-        lines += ["", notes.read_text().strip()]
+    lines += hand_notes("bench_search_notes.md")  # the reading of the tables, written by hand after the search
     return lines

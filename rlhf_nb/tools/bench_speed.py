@@ -29,6 +29,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from .bench_report import hand_notes
+
 SEED = 31
 STAGES = ("rollout", "score", "forward", "update")  # ppo_step's stages 1, 2, 3 and 6; the rest is "other"
 STAGE_NAMES = {"rollout": "1. rollout (sampling, KV cache)", "score": "2. score (reward)",
@@ -451,9 +453,7 @@ def render_speed(r: dict[str, Any]) -> list[str]:
                  "(float sums split over threads round differently), which is why the notebooks stay at one thread.")
     lines += _growth_lines(r["growth"])
     lines += ["", "On CUDA: unmeasured (no GPU on this machine); `--device cuda` runs the same loop.", ""]
-    notes = Path(__file__).resolve().parents[2] / "docs" / "speed_notes.md"
-    if notes.exists():  # the reading of the profile and the levers tried, written by hand
-        lines += [notes.read_text().strip(), ""]
+    lines += [*hand_notes("speed_notes.md")[1:], ""]  # the reading of the profile and the levers tried, by hand
     return lines
 
 
