@@ -135,8 +135,8 @@ def score_samples(prompts: Sequence[str], completions: list[list[str]], judges: 
     index = torch.tensor([where[pc] for pc in flat])
     up, uc = [p for p, _ in unique], [c for _, c in unique]
     out = {name: j(up, uc).double()[index].reshape(shape) for name, j in judges.items()}
-    out["gold"] = torch.tensor(gold_text_scores([join_text(p, c) for p, c in unique]), dtype=torch.float64)[index]
-    out["gold"] = out["gold"].reshape(shape)
+    gold = torch.tensor(gold_text_scores([join_text(p, c) for p, c in unique]), dtype=torch.float64)
+    out["gold"] = gold[index].reshape(shape)
     return out
 
 

@@ -470,7 +470,7 @@ def run_cli(start: Callable[[], Any], summary: Callable[[Any], list[str]], prog:
         lines = [f"run folder: {res.run_dir}", *summary(res)]
         if res.stopped_early:
             lines.append(f"stopped early ({res.stopped_early}); resume with: {prog} --resume {res.last_checkpoint}")
-        elif getattr(res, "stop_signal", None):
+        elif res.stop_signal:
             lines.append(f"{signal.Signals(res.stop_signal).name} arrived as the run finished; final/ is complete")
         _out(*lines)
         return res.exit_code

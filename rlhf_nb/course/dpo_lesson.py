@@ -47,8 +47,9 @@ def summarize(comparison: dict) -> list[dict]:
 def matched_kl(comparison: dict, budgets: Sequence[float] = (0.5, 1.0, 2.0, 4.0)) -> list[dict]:
     """For each KL budget and method: the setting and checkpoint with the best seed-mean gold among those whose
     seed-mean KL stays within the budget (the base policy, KL 0, always qualifies)."""
-    rows = [r for r in summarize(comparison) if r["step"] > 0]
-    base = [r for r in summarize(comparison) if r["step"] == 0][0]
+    summ = summarize(comparison)
+    rows = [r for r in summ if r["step"] > 0]
+    base = [r for r in summ if r["step"] == 0][0]
     out = []
     for budget in budgets:
         for method in METHODS:
