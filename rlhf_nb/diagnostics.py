@@ -27,6 +27,10 @@ RATIO_DEV_MAX = 0.5  # |policy/ratio - 1|; healthy runs stay within a few percen
 FIRST_STEP_KL = 1e-4  # |objective/kl| at step 1, where the policy is still an exact copy of the reference
 ENTROPY_FRACTION = 0.2  # policy/entropy below this fraction of its first value
 STD_FRACTION, STD_STEPS = 0.5, 2  # objective/scores_std below this fraction of its start (mean of 3 steps), for this many steps
+# ...while the KL per token is above this. A falling spread alone is what nearing the optimum looks like: on the
+# sentiment task π* has a score std of 0.11 at β = 0.05 and 0.22 at β = 0.2, against the base model's 0.42, at
+# 0.3-0.4 nats per token; reward hacking pays far more (lesson 10's run: 11 nats per token when the spread collapses)
+HACK_KL_PER_TOKEN = 1.0
 KL_PER_TOKEN_MAX, KL_STEPS = 4.0, 3  # objective/kl / rollout/completion_len; healthy lesson runs stay below ~2
 GRAD_STEPS, GRAD_ZERO = 2, 1e-8  # policy/grad_norm at or below this for this many steps
 KL_LOSS_MAX = 5.0  # loss/kl (token mean of k3, only with --kl_in_loss); healthy runs stay below ~0.1
@@ -116,9 +120,13 @@ def _scores_std_collapse(h, ctx):
     std0 = sum(r["objective/scores_std"] for r in h[:3]) / 3
     mean0 = sum(r["objective/scores"] for r in h[:3]) / 3
     std, score = _last(h, "objective/scores_std", STD_STEPS), _last(h, "objective/scores", STD_STEPS)
-    if std0 > 0 and std and score and max(std) < STD_FRACTION * std0 and min(score) > mean0:
+    kl, length = _last(h, "objective/kl", STD_STEPS), _last(h, "rollout/completion_len", STD_STEPS)
+    if not (std0 > 0 and std and score and kl and length):
+        return None
+    kl_per_token = min(k / max(n, 1.0) for k, n in zip(kl, length))
+    if max(std) < STD_FRACTION * std0 and min(score) > mean0 and kl_per_token > HACK_KL_PER_TOKEN:
         return (f"objective/scores rose ({mean0:.3f} -> {score[-1]:.3f}) while objective/scores_std fell "
-                f"({std0:.3f} -> {std[-1]:.3f})")
+                f"({std0:.3f} -> {std[-1]:.3f}) at {kl_per_token:.1f} nats of KL per token")
     return None
 
 

@@ -49,7 +49,8 @@ def test_a_healthy_run_gives_no_warning():
     ("update_too_large", [{}] + [{"policy/approx_kl": 4.8}] * 2),
     ("update_too_large", [{}] + [{"policy/clipfrac": 0.45}] * 2),
     ("entropy_collapse", [{}, {"policy/entropy": 0.2}]),
-    ("scores_std_collapse", [{}] * 3 + [{"objective/scores": 0.5, "objective/scores_std": 0.05}] * 2),
+    ("scores_std_collapse", [{}] * 3 + [{"objective/scores": 0.5, "objective/scores_std": 0.05,
+                                         "objective/kl": 20.0}] * 2),
     ("never_stops", [{}] + [{"rollout/eos_frac": 0.0, "rollout/completion_len": 8.0}] * 3),
     ("no_gradient", [{}] + [{"policy/grad_norm": 0.0}] * 2),
 ])
@@ -63,7 +64,16 @@ def test_signs_that_must_last_do_not_fire_on_one_step():
     assert feed([{}, {"objective/kl": -0.5}, {"objective/kl": -0.5}, {}]) == []
     assert feed([{}, {"policy/grad_norm": 0.0}, {}]) == []
     # entropy_collapse needs the fall, scores_std_collapse needs the score to rise too
-    assert "scores_std_collapse" not in kinds(feed([{}] * 3 + [{"objective/scores_std": 0.05}] * 3))
+    assert "scores_std_collapse" not in kinds(feed([{}] * 3 + [{"objective/scores_std": 0.05, "objective/kl": 20.0}] * 3))
+
+
+def test_nearing_the_optimum_is_not_reward_hacking():
+    """π* itself has a narrow score spread (0.11 at β = 0.05 against the base model's 0.42 on the sentiment task), so
+    a spread that falls while the score rises is a warning only at a KL per token no regularised optimum pays."""
+    near_optimum = {"objective/scores": 0.7, "objective/scores_std": 0.11, "objective/kl": 2.6}  # 0.52 nats a token
+    assert "scores_std_collapse" not in kinds(feed([{}] * 3 + [near_optimum] * 5))
+    hacked = {**near_optimum, "objective/kl": 55.0}  # 11 nats a token, as lesson 10's reward-hacking run
+    assert "scores_std_collapse" in kinds(feed([{}] * 3 + [hacked] * 5))
 
 
 def test_each_kind_warns_once_in_one_line_that_names_cause_and_section():
