@@ -83,6 +83,8 @@ class RunConfig:
 
     # --- PPO update ---
     learning_rate: float = _f(3e-4, "Adam learning rate", 1e-8, 1.0)
+    lr_warmup_steps: int = _f(0, "raise the learning rate linearly from lr/N to lr over the first N PPO steps "
+                              "(Adam's first steps move every weight by about lr, whatever its gradient)", 0, 100_000)
     adam_eps: float = _f(1e-5, "Adam epsilon", 1e-12, 1e-2)
     ppo_epochs: int = _f(4, "passes over each rollout batch", 1, 100)
     num_minibatches: int = _f(2, "minibatches per PPO epoch", 1, 4096)

@@ -154,7 +154,8 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
         returns = None
     clock.append(time.perf_counter())
 
-    # 6. PPO epochs over shuffled minibatches
+    # 6. PPO epochs over shuffled minibatches, at this step's learning rate (warm-up)
+    set_learning_rate(s.optimizer, warmup_factor(s.step, cfg.lr_warmup_steps))
     batch = PPOBatch(ids, attn, P, mask, logp_old, advantages, values_old=values if returns is not None else None,
                      returns=returns, ref_logp=ref_logp)
     upd = ppo_update(s.policy, s.optimizer, batch, cfg, s.generators["minibatch"], first_forward,
@@ -173,6 +174,18 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     k = min(cfg.log_samples, len(ro.prompts))
     samples = {"prompts": ro.prompts[:k], "completions": ro.completions[:k], "scores": scores[:k].tolist()}
     return metrics, samples
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up: the learning rate is lr·(step + 1)/N for the first N steps (step counts from 0), then lr."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Each group's learning rate = its rate at construction × factor (the rate is a function of the step alone, so
+    an exact resume needs no scheduler state)."""
+    for g in optimizer.param_groups:
+        g["lr"] = g.setdefault("initial_lr", g["lr"]) * factor
 
 
 def step_metrics(batch: PPOBatch, ro, scores: torch.Tensor, seq_kl: torch.Tensor, rewards: torch.Tensor,

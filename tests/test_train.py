@@ -16,7 +16,7 @@ from rlhf_nb.checkpoints import CheckpointError, load_checkpoint
 from rlhf_nb.config import RunConfig
 from rlhf_nb.policy import forward_tokens
 from rlhf_nb.runlog import new_run_dir, read_jsonl, strip_wall_time
-from rlhf_nb.train import setup, train
+from rlhf_nb.train import ppo_step, setup, train, warmup_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(batch_size=8, max_new_tokens=8, steps_per_epoch=4, progress=False, num_minibatches=2, ppo_epochs=2)
@@ -53,7 +53,8 @@ def test_same_seed_same_jsonl_other_seed_differs(tmp_path):
     assert (a / "samples.jsonl").read_text() == (b / "samples.jsonl").read_text()
 
 
-@pytest.mark.parametrize("advantage, extra", [("gae", {}), ("grpo", {"num_generations": 2, "batch_size": 4}),
+@pytest.mark.parametrize("advantage, extra", [("gae", {}), ("gae", {"lr_warmup_steps": 4}),
+                                              ("grpo", {"num_generations": 2, "batch_size": 4}),
                                               ("rloo", {"num_generations": 2, "batch_size": 4}),
                                               ("grpo", {"num_generations": 2, "batch_size": 4, "ppo_epochs": 1,
                                                         "num_minibatches": 1})])
@@ -201,3 +202,14 @@ def test_kl_in_loss_moves_the_penalty_from_reward_to_loss(tmp_path):
     assert hist[-1]["loss/kl"] > 0.0  # the policy has moved off the reference
     with pytest.raises(Exception, match="--kl_in_loss"):
         RunConfig(kl_in_loss=True)  # GAE keeps the KL in the per-token reward
+
+
+def test_warmup_raises_the_learning_rate_linearly_then_holds_it():
+    assert [warmup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0  # no warm-up: the rate as constructed, from the first step
+    s = setup(RunConfig(**{**TINY, "steps_per_epoch": 3, "lr_warmup_steps": 2, "learning_rate": 1e-3}))
+    seen = []
+    for _ in range(3):
+        ppo_step(s)
+        seen.append([g["lr"] for g in s.optimizer.param_groups])
+    assert seen == [[5e-4], [1e-3], [1e-3]]
