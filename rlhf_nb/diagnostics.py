@@ -126,7 +126,7 @@ def _scores_std_collapse(h, ctx):
     kl_per_token = min(k / max(n, 1.0) for k, n in zip(kl, length))
     if max(std) < STD_FRACTION * std0 and min(score) > mean0 and kl_per_token > HACK_KL_PER_TOKEN:
         return (f"objective/scores rose ({mean0:.3f} -> {score[-1]:.3f}) while objective/scores_std fell "
-                f"({std0:.3f} -> {std[-1]:.3f}) at {kl_per_token:.1f} nats of KL per token")
+                f"({std0:.3f} -> {std[-1]:.3f})")
     return None
 
 

@@ -154,8 +154,8 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
         returns = None
     clock.append(time.perf_counter())
 
-    # 6. PPO epochs over shuffled minibatches, at this step's learning rate (warm-up)
-    set_learning_rate(s.optimizer, warmup_factor(s.step, cfg.lr_warmup_steps))
+    # 6. PPO epochs over shuffled minibatches
+    set_learning_rate(s.optimizer, warmup_factor(s.step, cfg.lr_warmup_steps))  # this step's rate (--lr_warmup_steps)
     batch = PPOBatch(ids, attn, P, mask, logp_old, advantages, values_old=values if returns is not None else None,
                      returns=returns, ref_logp=ref_logp)
     upd = ppo_update(s.policy, s.optimizer, batch, cfg, s.generators["minibatch"], first_forward,
