@@ -15,6 +15,7 @@ REWARD_CHOICES = ("sentiment", "phrase", "length", "composite", "learned")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 ADVANTAGE_CHOICES = ("gae", "grpo", "rloo")
 KL_ESTIMATOR_CHOICES = ("k1", "k2", "k3")
+LR_DECAY_CHOICES = ("constant", "linear", "cosine")
 # flags that may change when resuming (how long and where to run); everything else must match the checkpoint
 RESUME_OVERRIDABLE = ("epochs", "steps_per_epoch", "max_minutes", "out", "run_name", "save_every", "progress",
                       "device", "log_samples", "resume", "threads")
@@ -85,6 +86,8 @@ class RunConfig:
     learning_rate: float = _f(3e-4, "Adam learning rate", 1e-8, 1.0)
     lr_warmup_steps: int = _f(0, "raise the learning rate linearly from lr/N to lr over the first N PPO steps "
                               "(Adam's first steps move every weight by about lr, whatever its gradient)", 0, 100_000)
+    lr_decay: str = _f("constant", "after the warm-up, lower the learning rate toward 0 at the last of epochs*steps_per_epoch "
+                       "steps (linear or cosine): fast early progress, small late steps", choices=LR_DECAY_CHOICES)
     adam_eps: float = _f(1e-5, "Adam epsilon", 1e-12, 1e-2)
     ppo_epochs: int = _f(4, "passes over each rollout batch", 1, 100)
     num_minibatches: int = _f(2, "minibatches per PPO epoch", 1, 4096)

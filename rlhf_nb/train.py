@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -155,7 +156,7 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     clock.append(time.perf_counter())
 
     # 6. PPO epochs over shuffled minibatches
-    set_learning_rate(s.optimizer, warmup_factor(s.step, cfg.lr_warmup_steps))  # this step's rate (--lr_warmup_steps)
+    set_learning_rate(s.optimizer, lr_factor(s.step, cfg))  # this step's rate (--lr_warmup_steps, --lr_decay)
     batch = PPOBatch(ids, attn, P, mask, logp_old, advantages, values_old=values if returns is not None else None,
                      returns=returns, ref_logp=ref_logp)
     upd = ppo_update(s.policy, s.optimizer, batch, cfg, s.generators["minibatch"], first_forward,
@@ -179,6 +180,16 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Linear warm-up: the learning rate is lr·(step + 1)/N for the first N steps (step counts from 0), then lr."""
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def lr_factor(step: int, cfg: RunConfig) -> float:
+    """This step's learning rate over --learning_rate: the warm-up, then --lr_decay down to 1/(steps left) at the last
+    of the run's epochs * steps_per_epoch steps (never 0 inside the run); a function of the step alone."""
+    if step < cfg.lr_warmup_steps or cfg.lr_decay == "constant":
+        return warmup_factor(step, cfg.lr_warmup_steps)
+    total = cfg.epochs * cfg.steps_per_epoch
+    frac = min(1.0, (step - cfg.lr_warmup_steps) / max(1, total - cfg.lr_warmup_steps))
+    return 1.0 - frac if cfg.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,10 +14,10 @@ import pytest
 import torch
 
 from rlhf_nb.checkpoints import CheckpointError, load_checkpoint
-from rlhf_nb.config import RunConfig
+from rlhf_nb.config import ConfigError, RunConfig
 from rlhf_nb.policy import forward_tokens
 from rlhf_nb.runlog import new_run_dir, read_jsonl, strip_wall_time
-from rlhf_nb.train import ppo_step, setup, train, warmup_factor
+from rlhf_nb.train import lr_factor, ppo_step, setup, train, warmup_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(batch_size=8, max_new_tokens=8, steps_per_epoch=4, progress=False, num_minibatches=2, ppo_epochs=2)
@@ -213,3 +214,17 @@ def test_warmup_raises_the_learning_rate_linearly_then_holds_it():
         ppo_step(s)
         seen.append([g["lr"] for g in s.optimizer.param_groups])
     assert seen == [[5e-4], [1e-3], [1e-3]]
+
+
+@pytest.mark.parametrize("decay, expected", [
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("linear", [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]),
+    ("cosine", [0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0]),
+])
+def test_lr_decay_after_the_warmup_reaches_its_last_step_above_zero(decay, expected):
+    cfg = RunConfig(**{**TINY, "steps_per_epoch": 3, "epochs": 2, "lr_warmup_steps": 2, "lr_decay": decay})
+    got = [lr_factor(step, cfg) for step in range(7)]  # the run is steps 0..5 (epochs * steps_per_epoch = 6)
+    assert got == pytest.approx(expected)
+    assert got[5] > 0.0  # the last step of the run still learns; only a step past the run gets 0 (constant: 1)
+    with pytest.raises(ConfigError, match="--lr_decay"):
+        RunConfig(lr_decay="step")
