@@ -54,7 +54,7 @@ def test_same_seed_same_jsonl_other_seed_differs(tmp_path):
     assert (a / "samples.jsonl").read_text() == (b / "samples.jsonl").read_text()
 
 
-@pytest.mark.parametrize("advantage, extra", [("gae", {}), ("gae", {"lr_warmup_steps": 4}),
+@pytest.mark.parametrize("advantage, extra", [("gae", {}), ("gae", {"lr_warmup_steps": 4, "lr_decay": "linear"}),
                                               ("grpo", {"num_generations": 2, "batch_size": 4}),
                                               ("rloo", {"num_generations": 2, "batch_size": 4}),
                                               ("grpo", {"num_generations": 2, "batch_size": 4, "ppo_epochs": 1,
