@@ -87,8 +87,9 @@ def plot_loss_vs_margin(betas: Sequence[float] = (0.1, 0.3, 1.0), h_max: float =
     return fig
 
 
-def plot_dpo_training(history: list[dict]):
-    """A DPO run's training-batch statistics: the implicit rewards of chosen and rejected, and their margin."""
+def plot_dpo_training(history: list[dict], label: str = ""):
+    """A DPO run's training-batch statistics: the implicit rewards of chosen and rejected, and their margin; `label`
+    (e.g. "β = 1") goes into both titles."""
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
@@ -101,8 +102,9 @@ def plot_dpo_training(history: list[dict]):
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
-    a.set(ylabel="β·(log π − log ρ) on the batch", title="both implicit rewards fall below 0")
-    b.set(ylabel="β·h on the batch", title="the margin grows")
+    suffix = f", {label}" if label else ""
+    a.set(ylabel="β·(log π − log ρ) on the batch", title="implicit rewards of chosen and rejected" + suffix)
+    b.set(ylabel="β·h on the batch", title="their margin" + suffix)
     fig.tight_layout()
     return fig
 
