@@ -16,7 +16,7 @@ TRAIN_OUT ?= runs
 # of CUDA libraries); PyTorch's CPU index has the ~190 MB CPU wheel, which pip prefers (2.13.0+cpu sorts above 2.13.0):
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
-# make overopt samples best-of-n seeds in this many processes (the numbers do not depend on it)
+# make overopt and make capstone run this many processes side by side (the numbers do not depend on it)
 OVEROPT_JOBS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -70,6 +70,10 @@ proxies: $(STAMP)  ## lesson 08's proxy reward models on gold-labelled pairs (rl
 
 overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~75 CPU min)
 	$(PY) -m rlhf_nb.tools.overopt_sweep --jobs $(OVEROPT_JOBS)
+
+.PHONY: capstone
+capstone: $(STAMP)  ## lesson 06's beta sweep and its critic/baseline variants, run to the optimum (rlhf_nb/assets/capstone-sweep.json; ~21 CPU min)
+	$(PY) -m rlhf_nb.tools.capstone_sweep --jobs $(OVEROPT_JOBS)
 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
 	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4 --out $(TRAIN_OUT)

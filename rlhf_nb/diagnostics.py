@@ -28,9 +28,10 @@ FIRST_STEP_KL = 1e-4  # |objective/kl| at step 1, where the policy is still an e
 ENTROPY_FRACTION = 0.2  # policy/entropy below this fraction of its first value
 STD_FRACTION, STD_STEPS = 0.5, 2  # objective/scores_std below this fraction of its start (mean of 3 steps), for this many steps
 # ...while the KL per token is above this. A falling spread alone is what nearing the optimum looks like: on the
-# sentiment task π* has a score std of 0.11 at β = 0.05 and 0.22 at β = 0.2, against the base model's 0.42, at
-# 0.3-0.4 nats per token; reward hacking pays far more (lesson 10's run: 11 nats per token when the spread collapses)
-HACK_KL_PER_TOKEN = 1.0
+# sentiment task π* has a score std of 0.10 at β = 0.02, 0.11 at β = 0.05 and 0.22 at β = 0.2, against the base
+# model's 0.42, at 0.2-0.6 nats per token, and lesson 06's runs at β = 0.02 (J/J* 0.77-0.96) overshoot it to 1.6;
+# reward hacking pays far more (lesson 10's run: 11 nats per token when the spread collapses; lesson 06's β = 0: 10-14)
+HACK_KL_PER_TOKEN = 2.0
 KL_PER_TOKEN_MAX, KL_STEPS = 4.0, 3  # objective/kl / rollout/completion_len; healthy lesson runs stay below ~2
 GRAD_STEPS, GRAD_ZERO = 2, 1e-8  # policy/grad_norm at or below this for this many steps
 KL_LOSS_MAX = 5.0  # loss/kl (token mean of k3, only with --kl_in_loss); healthy runs stay below ~0.1

@@ -72,6 +72,8 @@ def test_nearing_the_optimum_is_not_reward_hacking():
     a spread that falls while the score rises is a warning only at a KL per token no regularised optimum pays."""
     near_optimum = {"objective/scores": 0.7, "objective/scores_std": 0.11, "objective/kl": 2.6}  # 0.52 nats a token
     assert "scores_std_collapse" not in kinds(feed([{}] * 3 + [near_optimum] * 5))
+    overshoot = {**near_optimum, "objective/kl": 8.0}  # 1.6 a token: lesson 06's β = 0.02 runs, J/J* 0.77-0.96
+    assert "scores_std_collapse" not in kinds(feed([{}] * 3 + [overshoot] * 5))
     hacked = {**near_optimum, "objective/kl": 55.0}  # 11 nats a token, as lesson 10's reward-hacking run
     assert "scores_std_collapse" in kinds(feed([{}] * 3 + [hacked] * 5))
 

@@ -7,7 +7,11 @@ tested without a kernel or a browser.
 from __future__ import annotations
 
 import html
+import json
+import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -19,11 +23,27 @@ from ..policy import sample
 PROBE_PROMPTS = ("The acting was", "I thought the plot", "This movie is", "The ending felt")
 PROBE_SEED = 1234  # its own generator: probing never shifts the training run's random streams
 SUMMARY_KEYS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "policy/entropy")
-# lesson 06's runs: 20 steps of 16 prompts at learning rate 7e-4 show the β trade-off in a few seconds a run (the
-# kit's default 3e-4 needs about 40 steps; 1e-3 pushes policy/approx_kl past 0.5); the panel and the sweep share them
+# lesson 06's panel: 20 steps of 16 prompts at learning rate 7e-4 sketch the β trade-off in a few seconds a run, far
+# from the optimum (the stored sweep, CAPSTONE_RUN, gets there); run_sweep's default for quick sweeps
 LESSON_RUN = {"batch_size": 16, "steps": 20, "learning_rate": 7e-4}
 SWEEP_BETAS = (0.0, 0.02, 0.05, 0.2)
 SWEEP_SEEDS = (0, 1, 2)
+# lesson 06's capstone sweep: long enough to reach the optimum (J/J* 0.83-0.92 for every β > 0), so too long to run
+# live in the lesson (about a CPU minute a run; `make capstone` runs them all and writes CAPSTONE_PATH). One gradient
+# step per rollout at 1e-3, decaying linearly: fast progress early, small steps late; vf_coef 1.0 lets the shared
+# trunk learn features for the critic (lesson 06 compares 0.1). At 140-160 steps β = 0.2 ended at J/J* 0.80 (screened), at 200 0.83
+CAPSTONE_RUN = {"batch_size": 64, "steps": 200, "learning_rate": 1e-3, "lr_decay": "linear", "ppo_epochs": 1,
+                "num_minibatches": 1, "vf_coef": 1.0}
+# the same β = 0.05 runs with one thing changed: what the critic section and its baselines compare
+CAPSTONE_VARIANTS = {"vf_coef 0.1": {"vf_coef": 0.1},
+                     "rloo, 16 prompts × 4": {"advantage": "rloo", "batch_size": 16, "num_generations": 4},
+                     "grpo, 16 prompts × 4": {"advantage": "grpo", "batch_size": 16, "num_generations": 4}}
+CAPSTONE_VARIANT_BETA = 0.05
+CAPSTONE_PATH = Path(__file__).resolve().parents[1] / "assets" / "capstone-sweep.json"
+# the per-step metrics a stored run keeps (the lesson's plots and the diagnostics' inputs; not wall-clock times)
+STORED_KEYS = ("step", "objective/scores", "objective/scores_std", "objective/kl", "objective/rlhf_reward",
+               "policy/entropy", "policy/approx_kl", "policy/clipfrac", "value/explained_variance",
+               "rollout/completion_len")
 
 
 @dataclass
@@ -39,6 +59,9 @@ class ExperimentResult:
     samples_after: list[dict[str, Any]]
     final: dict[str, float] = field(default_factory=dict)  # SUMMARY_KEYS averaged over the last quarter of steps
     state: Any = field(default=None, repr=False, compare=False)  # the trained TrainState, kept only when asked
+    warnings: list[str] = field(default_factory=list)  # the diagnostics' lines the run printed (rlhf_nb.diagnostics)
+    settings: dict[str, Any] = field(default_factory=dict)  # the RunConfig overrides beyond β, batch, steps, seed
+    cpu_s: float = 0.0  # process CPU seconds of the run (set-up and probes included)
 
     @property
     def final_reward(self) -> float:
@@ -78,16 +101,79 @@ def run_experiment(kl_coef: float, batch_size: int, steps: int = 10, seed: int =
 
     Every value goes through RunConfig first, so a bad one raises ConfigError naming its flag before torch sees it.
     `overrides` are any other RunConfig fields (e.g. reward="length", max_new_tokens=8)."""
+    import time
+
+    from ..diagnostics import Diagnostics
     from ..train import setup, train  # imported here so `import rlhf_nb.course.experiments` stays light
 
+    t0 = time.process_time()
     cfg = RunConfig(kl_coef=kl_coef, batch_size=batch_size, steps_per_epoch=steps, epochs=1, seed=seed,
                     **{"progress": False, "device": "cpu", **overrides})
     state = setup(cfg)
     before = probe_samples(state)
     res = train(cfg, callback=callback, write_run=False, state=state)
     after = probe_samples(res.state)
+    diag = Diagnostics(cfg)  # the same checks train() ran live: their lines, kept with the result
+    warnings = [line for h in res.history for line in diag.update(h["step"], h)]
     return ExperimentResult(float(kl_coef), int(batch_size), int(steps), int(seed), res.history, before, after,
-                            final_averages(res.history), res.state if keep_state else None)
+                            final_averages(res.history), res.state if keep_state else None, warnings,
+                            dict(overrides), time.process_time() - t0)
+
+
+def run_capstone(kl_coef: float, seed: int, variant: str | None = None, keep_state: bool = False) -> ExperimentResult:
+    """One run of lesson 06's stored sweep (CAPSTONE_RUN), or of one of its CAPSTONE_VARIANTS, exactly as
+    `make capstone` runs it."""
+    settings = {**CAPSTONE_RUN, **(CAPSTONE_VARIANTS[variant] if variant else {})}
+    batch_size, steps = settings.pop("batch_size"), settings.pop("steps")
+    return run_experiment(kl_coef, batch_size, steps=steps, seed=seed, keep_state=keep_state, **settings)
+
+
+def warning_kinds(r: ExperimentResult) -> list[str]:
+    """The kinds of the diagnostics' warnings a run printed, in order (e.g. ["kl_runaway"])."""
+    return [line.split("[", 1)[1].split("]", 1)[0] for line in r.warnings]
+
+
+def result_to_dict(r: ExperimentResult, digits: int = 6) -> dict[str, Any]:
+    """A JSON-ready copy of a result: its history as one column per STORED_KEYS metric, rounded to `digits`."""
+    keys = [k for k in STORED_KEYS if k in r.history[0]] if r.history else []
+    hist = {k: [round(h[k], digits) if isinstance(h[k], float) else h[k] for h in r.history] for k in keys}
+    return {"kl_coef": r.kl_coef, "batch_size": r.batch_size, "steps": r.steps, "seed": r.seed,
+            "settings": r.settings, "cpu_s": round(r.cpu_s, 1), "final": r.final, "warnings": r.warnings,
+            "samples_before": r.samples_before, "samples_after": r.samples_after, "history": hist}
+
+
+def result_from_dict(d: dict[str, Any]) -> ExperimentResult:
+    """The inverse of result_to_dict (no trained state: a stored run has only its numbers and samples)."""
+    cols = d["history"]
+    history = [dict(zip(cols, row)) for row in zip(*cols.values())]
+    return ExperimentResult(d["kl_coef"], d["batch_size"], d["steps"], d["seed"], history, d["samples_before"],
+                            d["samples_after"], d["final"], None, d["warnings"], d["settings"], d["cpu_s"])
+
+
+def same_run(live: ExperimentResult, stored: ExperimentResult, digits: int = 6) -> float:
+    """The largest difference between two runs' per-step metrics (STORED_KEYS, `live` rounded as stored); 0.0 when
+    the live run reproduces the stored one. Raises ValueError when they did not run the same steps."""
+    a, b = result_from_dict(result_to_dict(live, digits)).history, stored.history
+    if [h["step"] for h in a] != [h["step"] for h in b]:
+        raise ValueError(f"different steps: {len(a)} live, {len(b)} stored")
+    return max((abs(x[k] - y[k]) for x, y in zip(a, b) for k in y if k != "step"
+                if not (math.isnan(x[k]) and math.isnan(y[k]))), default=0.0)
+
+
+def load_capstone(path: str | Path = CAPSTONE_PATH) -> dict[str, Any]:
+    """Lesson 06's stored sweep (written by `make capstone`): {"sweep": {β: [result per seed]}, "variants":
+    {label: [result per seed]}, "settings": CAPSTONE_RUN as run, "cpu_s": …, "command": …}."""
+    raw = json.loads(Path(path).read_text())
+    return {**raw, "sweep": {float(b): [result_from_dict(d) for d in runs] for b, runs in raw["sweep"].items()},
+            "variants": {k: [result_from_dict(d) for d in runs] for k, runs in raw["variants"].items()}}
+
+
+def write_json_atomically(path: str | Path, obj: Any) -> None:
+    """Write obj as JSON next to path, then rename over it: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, separators=(",", ":"), allow_nan=True) + "\n")
+    os.replace(tmp, path)
 
 
 def samples_table(before: list[dict], after: list[dict], digits: int = 2):
