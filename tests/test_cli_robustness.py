@@ -60,8 +60,17 @@ def _signal_at_step(sig_at: dict[int, list[int]]):
 
 # -------------------------------------------------------------------------------------- signals and exit codes
 
+@pytest.fixture
+def python_sigint():
+    """Start from Python's own SIGINT handler, whatever an earlier test in this process left (under pytest-xdist a
+    worker ran other modules first, and one of them left SIGINT at SIG_IGN), and put the old one back afterwards."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_stops_after_the_step_writes_final_and_exits_128_plus_n(tmp_path, sig):
+def test_a_signal_stops_after_the_step_writes_final_and_exits_128_plus_n(tmp_path, sig, python_sigint):
     res = train_mod.train(RunConfig(out=str(tmp_path), steps_per_epoch=5, **TINY), callback=_signal_at_step({2: [sig]}))
     assert res.history[-1]["step"] == 2 and res.stopped_early == f"{signal.Signals(sig).name} received"
     assert res.exit_code == 128 + sig
@@ -94,7 +103,7 @@ def test_signals_during_the_final_write_wait_for_it(tmp_path, monkeypatch):
     assert not list(res.run_dir.glob(".final.tmp-*"))
 
 
-def test_a_second_ctrl_c_abandons_the_step_and_names_the_last_checkpoint(tmp_path, monkeypatch):
+def test_a_second_ctrl_c_abandons_the_step_and_names_the_last_checkpoint(tmp_path, monkeypatch, python_sigint):
     real = train_mod.ppo_step
 
     def step_with_two_ctrl_c(s):
