@@ -233,12 +233,14 @@ def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **para
 
     err, last = io.StringIO(), {}
     with contextlib.ExitStack() as stack:
-        if reward_fn is not None:
-            stack.enter_context(mock.patch.object(_train, "get_reward", lambda name: reward_fn))
         if fault:
             stack.enter_context(inject(fault, **params))
         with contextlib.redirect_stderr(err):
-            history = _train.train(cfg, write_run=False, callback=lambda step, m, s: last.update(s)).history
+            state = _train.setup(cfg)  # inside the fault: some faults change what set-up builds
+            if reward_fn is not None:
+                state.reward_fn = reward_fn  # the run's own reward slot, not a patched module name
+            history = _train.train(cfg, write_run=False, state=state,
+                                   callback=lambda step, m, s: last.update(s)).history
     warnings = [line for line in err.getvalue().splitlines() if line.startswith(PREFIX)]
     return FaultRun(history, warnings, last)
 

@@ -140,3 +140,13 @@ def test_lesson_10_checkers(capsys):
     assert checks.check_expected_kl_gradient(lambda z, r, est: torch.zeros_like(z)) is False  # right for k1 only
     assert checks.check_expected_kl_gradient(lambda z, r, est: None) is False
     assert "⏳" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_run_takes_a_reward_of_its_own_with_or_without_a_fault():
+    """faults.run(cfg, reward_fn=...) trains on that reward (it used to patch a name train.py no longer imports)."""
+    cfg = faults.demo_config("dropout_on")
+    constant = lambda prompts, completions: torch.full((len(completions),), 0.25)  # noqa: E731
+    for fault in (None, "dropout_on"):
+        r = faults.run(cfg, fault, reward_fn=constant)
+        assert set(r.column("objective/scores")) == {0.25} and set(r.samples["scores"]) == {0.25}
+    assert set(faults.run(cfg).column("objective/scores")) != {0.25}  # the config's own reward otherwise
