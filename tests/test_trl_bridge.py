@@ -58,6 +58,26 @@ def test_config_kwargs_without_trl(model_dir):
     assert kw["beta"] == cfg.kl_coef and kw["epsilon"] == cfg.clip_range and kw["loss_type"] == "bnpo"
     assert {"gamma", "lam", "vf_coef", "clip_range_value", "whiten_rewards"} <= set(UNMAPPED)
     assert "kl_coef" in KNOB_MAP
+    assert (kw["lr_scheduler_type"], kw["warmup_steps"]) == ("constant", 0)
+
+
+def test_every_run_config_field_is_mapped_or_says_why_not():
+    import dataclasses
+
+    from rlhf_nb.bridges.trl import KNOB_MAP, UNMAPPED
+    named = {part.strip().split("=")[0] for key in [*KNOB_MAP, *UNMAPPED] for part in key.split(",")}
+    assert [f.name for f in dataclasses.fields(RunConfig) if f.name not in named] == []
+
+
+@pytest.mark.parametrize("decay, warmup, expected", [("constant", 0, ("constant", 0)),
+                                                     ("constant", 3, ("constant_with_warmup", 12)),
+                                                     ("linear", 2, ("linear", 8)), ("cosine", 0, ("cosine", 0))])
+def test_the_learning_rate_schedule_goes_to_trl(model_dir, decay, warmup, expected):
+    from rlhf_nb.bridges.trl import trl_config_kwargs
+    cfg = _cfg(model_dir, "grpo", batch_size=4, num_minibatches=2, ppo_epochs=2, steps_per_epoch=5, lr_decay=decay,
+               lr_warmup_steps=warmup)
+    kw = trl_config_kwargs(cfg, "grpo", "unused", world_size=1)
+    assert (kw["lr_scheduler_type"], kw["warmup_steps"]) == expected  # warm-up in optimizer steps: × 2 × 2
     with pytest.raises(ValueError, match="num_minibatches"):
         trl_config_kwargs(cfg, "grpo", "unused", world_size=3)
     with pytest.raises(ValueError, match="algo"):

@@ -58,12 +58,17 @@ KNOB_MAP: dict[str, tuple[str, str]] = {
     "top_p": ("top_p", "same value; 1.0 means off in both"),
     "kl_coef": ("beta", "same value; GRPO: β·k3 per token in the loss, RLOO: β·Σk1 in the reward (see docs)"),
     "clip_range": ("epsilon", "same value; epsilon_high unset, so the clip is symmetric"),
-    "learning_rate": ("learning_rate", "same value; lr_scheduler_type='constant', no warmup (rlhf_nb has no schedule)"),
+    "learning_rate": ("learning_rate", "same value"),
+    "lr_warmup_steps": ("warmup_steps", "× ppo_epochs × num_minibatches (TRL counts optimizer steps); transformers' "
+                                        "warm-up starts at 0, rlhf_nb's at lr/N: close, not equal"),
+    "lr_decay": ("lr_scheduler_type", "constant -> constant (constant_with_warmup with a warm-up), linear -> linear, "
+                                      "cosine -> cosine, all to 0 at max_steps; TRL steps it per optimizer step"),
     "adam_eps": ("adam_epsilon", "same value; optim='adamw_torch' with weight_decay=0 is Adam"),
     "max_grad_norm": ("max_grad_norm", "same value"),
     "ent_coef": ("entropy_coef", "same value (GRPO only; RLOOConfig has no entropy bonus: must be 0)"),
     "advantage": ("trainer class", "grpo -> GRPOTrainer(scale_rewards='group'); rloo -> RLOOTrainer(normalize_advantages=True)"),
     "reward": ("reward_funcs", "our reward wrapped as a TRL reward function (prompts, completions, **kw) -> list[float]"),
+    "reward_model": ("reward_funcs", "with --reward learned: that reward model, wrapped like every other reward"),
     "missing_eos_penalty": ("reward_funcs", "applied inside the reward wrapper: score − penalty when no EOS was sampled"),
     "model": ("model", "a local folder or hub id; 'embedded' is the kit's folder; TRL loads policy and reference from it"),
     **_RUN_KNOBS,
@@ -87,6 +92,8 @@ UNMAPPED: dict[str, str] = {
     "adaptive_kl": "no adaptive-β controller in GRPOTrainer/RLOOTrainer (β is fixed)",
     "target_kl": "only used by the adaptive controller",
     "kl_horizon": "only used by the adaptive controller",
+    "kl_in_loss": "fixed by TRL (see kl_estimator): GRPO is rlhf_nb's --kl_in_loss True, RLOO its False",
+    "gold": "rlhf_nb's own extra measure (objective/gold_scores); TRL logs only its reward functions",
     **_RUN_UNMAPPED,
     "advantage=gae": "TRL 1.16 has no PPO (deleted in TRL PR 7020); PPO with a value head is rlhf_nb's own train.py",
 }
@@ -153,6 +160,14 @@ class StepTimer:
         return _Cb()
 
 
+def lr_schedule_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """TRL's lr_scheduler_type and warmup_steps for cfg's --lr_decay and --lr_warmup_steps. transformers steps its
+    schedule once per optimizer step, rlhf_nb once per PPO step (ppo_epochs × num_minibatches optimizer steps)."""
+    warmup = cfg.lr_warmup_steps * cfg.ppo_epochs * cfg.num_minibatches
+    kind = {"constant": "constant_with_warmup" if warmup else "constant", "linear": "linear", "cosine": "cosine"}
+    return {"lr_scheduler_type": kind[cfg.lr_decay], "warmup_steps": warmup}
+
+
 def _no_checkpointing() -> dict:
     """Activation checkpointing off, under the name this transformers knows: 5.2x renamed `gradient_checkpointing`
     to `activation_checkpointing` and warns on the old name (which TRL's configs still default to True)."""
@@ -206,13 +221,12 @@ def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: in
         # objective
         beta=cfg.kl_coef,
         epsilon=cfg.clip_range,
-        # optimizer: Adam with a constant learning rate, as rlhf_nb
+        # optimizer: Adam, with rlhf_nb's learning-rate schedule
         learning_rate=cfg.learning_rate,
         adam_epsilon=cfg.adam_eps,
         weight_decay=0.0,
         optim="adamw_torch",
-        lr_scheduler_type="constant",
-        warmup_steps=0,
+        **lr_schedule_kwargs(cfg),
         max_grad_norm=cfg.max_grad_norm,
         # precision and device: rlhf_nb trains in float32
         use_cpu=use_cpu,
