@@ -63,6 +63,7 @@ def test_report_shows_j_over_j_star_per_run_and_both_search_passes(tmp_path):
     bench_report.write_report(json.loads(json.dumps(r)), out)  # the JSON round trip makes β and seed keys strings
     text = out.read_text()
     assert "| ppo: J/J* after 10 CPU s of training (β = 0.05; 3 seeds: mean [lowest, highest]) | 0.90 [0.80, 1.00]" in text
+    assert "0.90 [0.80, 1.00] (lowest 0.800) | ≥ 0.9 on every seed | **missed** |" in text  # a mean of 0.9 is not enough
     assert "| `make smoke` (papermill, kernel start included) | 30.0 CPU s (50.0 s wall) | ≤ 45 s | met |" in text
     assert "| `ppo --vf_coef 0.5` | 10 |" in text
     assert "| `ppo` (2 seeds) | 10 [10, 10] | 0.700 [0.700, 0.700] | 3.00 [3.00, 3.00] | 0.80 [0.70, 0.90] |" in text

@@ -74,12 +74,20 @@ SEED_CANDIDATES = [
 ]
 SEARCH_SEEDS = [(base, {**changes, "seed": seed}) for base, changes in SEED_CANDIDATES for seed in (0, 1, 2)]
 SCREEN_JSON, SEEDS_JSON = DOCS / "bench_search.json", DOCS / "bench_search_seeds.json"
-# the best settings the search found (3 seeds each, docs/benchmarks.md), reported next to the defaults; ppo_best is
-# `make train_quick`. What changed: one PPO epoch over one minibatch (4 x 2 by default) and the learning rate
+# the best settings the search found (3 seeds each, docs/benchmarks.md), reported next to the defaults (ppo_best was
+# `make train_quick` until ppo_decay, below). What changed: one PPO epoch over one minibatch (4 x 2 by default) and the learning rate
 BEST_RUNS = {
     "ppo_best": {**LEARN_RUNS["ppo"], "learning_rate": 4e-4, "ppo_epochs": 1, "num_minibatches": 1},
     "grpo_best": {**LEARN_RUNS["grpo"], "learning_rate": 6e-4, "ppo_epochs": 1, "num_minibatches": 1},
 }
+# lesson 06's capstone settings (rlhf_nb.course.experiments.CAPSTONE_RUN) as 60-second runs: 200 steps of 64
+# completions fit the budget, and the learning rate decays linearly to 0 over them (a decay needs the run's length,
+# so these runs have one: steps_per_epoch 200 instead of "until the budget"). ppo_decay is `make train_quick`
+_DECAY = dict(learning_rate=1e-3, lr_decay="linear", ppo_epochs=1, num_minibatches=1, steps_per_epoch=200)
+BEST_RUNS.update({
+    "ppo_decay": {**LEARN_RUNS["ppo"], **_DECAY, "batch_size": 64, "vf_coef": 1.0},
+    "grpo_decay": {**LEARN_RUNS["grpo"], **_DECAY, "batch_size": 16},
+})
 # base-policy samples behind J* (the KL-regularised optimum of rlhf_nb.optimum), n/32 per training prompt
 OPTIMUM_N = 4096
 FRONTIER_BETAS = (0.02, 0.03, 0.05, 0.1)
@@ -328,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     if "learn" in parts:
         runs = {**LEARN_RUNS, **BEST_RUNS}
         results["budget_s"], results["learn_seeds"] = args.budget_s, args.seeds
-        results["learn_flags"] = {name: " ".join(f"--{k} {v}" for k, v in flags.items()
-                                                 if k not in ("progress", "seed", "steps_per_epoch"))
+        results["learn_flags"] = {name: " ".join(f"--{k} {v}" for k, v in flags.items()  # a run length only if it has one
+                                                 if k not in ("progress", "seed") and (k, v) != ("steps_per_epoch", 100_000))
                                   for name, flags in runs.items()}
         histories = {}
         for name, flags in runs.items():

@@ -53,11 +53,10 @@ def write_report(r: dict, path: Path) -> None:
     for name, L in runs.items():
         if L.get("eval_j_ratio") is not None:
             ratios = [v["eval_j_ratio"] for v in L.get("by_seed", {"": L}).values()]
-            mean = sum(ratios) / len(ratios)
             seeds = "" if len(ratios) == 1 else f"; {len(ratios)} seeds: mean [lowest, highest]"
             lines.append(f"| {name}: J/J* after {budget:.0f} CPU s of training (β = {beta:g}{seeds}) | "
-                         f"{_spread(ratios, 2)} | ≥ {J_TARGET:g} | "
-                         f"{_ok(mean, J_TARGET, '≥')} |")
+                         f"{_spread(ratios, 2)} (lowest {min(ratios):.3f}) | ≥ {J_TARGET:g} on every seed | "
+                         f"{_ok(min(ratios), J_TARGET, '≥')} |")
         lines.append(f"| {name}: peak RSS of the training process | {L['peak_rss_mb']:.0f} MB | ≤ 2048 MB | "
                      f"{_ok(L['peak_rss_mb'], 2048, '≤')} |")
     lines += ["", "Timings are judged on CPU seconds (user + system of the command and its children): wall time grows "
