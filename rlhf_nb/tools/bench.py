@@ -75,7 +75,8 @@ SEED_CANDIDATES = [
 SEARCH_SEEDS = [(base, {**changes, "seed": seed}) for base, changes in SEED_CANDIDATES for seed in (0, 1, 2)]
 SCREEN_JSON, SEEDS_JSON = DOCS / "bench_search.json", DOCS / "bench_search_seeds.json"
 # the best settings the search found (3 seeds each, docs/benchmarks.md), reported next to the defaults (ppo_best was
-# `make train_quick` until ppo_decay, below). What changed: one PPO epoch over one minibatch (4 x 2 by default) and the learning rate
+# `make train_quick` until ppo_decay, below). What changed: one PPO epoch over one minibatch (4 x 2 by default) and
+# the learning rate
 BEST_RUNS = {
     "ppo_best": {**LEARN_RUNS["ppo"], "learning_rate": 4e-4, "ppo_epochs": 1, "num_minibatches": 1},
     "grpo_best": {**LEARN_RUNS["grpo"], "learning_rate": 6e-4, "ppo_epochs": 1, "num_minibatches": 1},
