@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import multiprocessing
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -45,8 +46,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.jobs <= 64:
         p.error(f"--jobs must be in [1, 64], got {args.jobs}")
-    if not Path(args.out).resolve().parent.is_dir():
-        p.error(f"--out: no folder {Path(args.out).resolve().parent}")
+    out = Path(args.out).resolve()
+    if not out.parent.is_dir():
+        p.error(f"--out: no folder {out.parent}")
+    if out.is_dir():
+        p.error(f"--out must name a file, not the folder {out}")
+    if not os.access(out.parent, os.W_OK):  # checked now, not after 20 CPU minutes of runs
+        p.error(f"--out: cannot write into {out.parent}")
     return args
 
 
