@@ -88,3 +88,30 @@ def test_greedy_continuation_is_a_finished_sentence(loaded):
     out = model.generate(**enc, do_sample=False, max_new_tokens=16)[0, enc["input_ids"].shape[1] :]
     assert tok.eos_token_id in out.tolist()  # it learned to stop
     assert tok.decode(out, skip_special_tokens=True).rstrip().endswith((".", "!"))
+
+
+@pytest.mark.parametrize("argv, msg", [(["--steps", "0"], "--steps must be in [1, 1000000], got 0"),
+                                       (["--steps", "-5"], "--steps must be in"),
+                                       (["--out", "{file}"], "--out must be a folder"),
+                                       (["--report", "--out", "{tmp}"], "--report: no model at"),
+                                       (["--report", "--n", "0"], "--n must be >= 1")])
+def test_bad_flags_are_refused_before_any_work_and_write_nothing(argv, msg, tmp_path, capsys):
+    from rlhf_nb.tools import base_model
+    (tmp_path / "f.txt").write_text("x")
+    committed = {p.name: p.stat().st_mtime_ns for p in base_model.EMBEDDED_MODEL_DIR.iterdir()}
+    with pytest.raises(SystemExit) as e:
+        base_model.main([a.format(file=tmp_path / "f.txt", tmp=tmp_path) for a in argv])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in base_model.EMBEDDED_MODEL_DIR.iterdir()} == committed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_a_saved_folder_is_swapped_in_whole(tmp_path):
+    from rlhf_nb.tools.base_model import save_folder_atomically
+    out = tmp_path / "model"
+    save_folder_atomically(out, lambda d: (d.mkdir(), (d / "a").write_text("1")))
+    save_folder_atomically(out, lambda d: (d.mkdir(), (d / "b").write_text("2")))
+    assert sorted(p.name for p in out.iterdir()) == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with pytest.raises(RuntimeError):  # a write that fails leaves the old folder as it was
+        save_folder_atomically(out, lambda d: (d.mkdir(), (_ for _ in ()).throw(RuntimeError("disk full"))))
+    assert sorted(p.name for p in out.iterdir()) == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]

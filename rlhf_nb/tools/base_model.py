@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -142,16 +143,34 @@ def train(args: BaseModelArgs, out: Path) -> dict:
             print(f"step {step:5d}  loss {loss.item():.3f}  lr {lr_at(step):.2e}  {time.time() - t0:6.1f}s", flush=True)
 
     model.eval()
-    out.mkdir(parents=True, exist_ok=True)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         do_sample=True, top_k=0, temperature=1.0, max_new_tokens=16,
     )  # fmt: skip
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_folder_atomically(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
     summary = {"params": n_params, "vocab": len(tokenizer), "final_loss": loss.item(), "wall_s": time.time() - t0}
     print(summary | {"args": asdict(args)})
     return summary
+
+
+def save_folder_atomically(out: Path, write) -> None:
+    """write(tmp) into a fresh folder next to `out`, then swap it in: `out` is the old model or the new one, never
+    half of each (the committed embedded model is the default --out)."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = out.with_name(f".{out.name}.tmp{os.getpid()}"), out.with_name(f".{out.name}.old{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left next to the model
+        raise
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_base_model(path: str | Path = EMBEDDED_MODEL_DIR):
@@ -210,9 +229,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", action="store_true", help="print quality numbers of the model at --out, no training")
     ap.add_argument("--n", type=int, default=256, help="samples for --report")
     a = ap.parse_args(argv)
+    # every refusal comes before any work: a typo must never cost minutes, or overwrite the committed model
+    if a.out.exists() and not a.out.is_dir():
+        ap.error(f"--out must be a folder, got the file {a.out}")
     if a.report:
+        if a.n < 1:
+            ap.error(f"--n must be >= 1, got {a.n}")
+        if not (a.out / "config.json").is_file():
+            ap.error(f"--report: no model at {a.out} (no config.json); train one with --out {a.out}")
         quality_report(a.n, a.seed, a.out)
     else:
+        if not 1 <= a.steps <= 1_000_000:
+            ap.error(f"--steps must be in [1, 1000000], got {a.steps}")
         train(BaseModelArgs(seed=a.seed, steps=a.steps), a.out)
 
 
