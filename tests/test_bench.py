@@ -68,3 +68,10 @@ def test_report_shows_j_over_j_star_per_run_and_both_search_passes(tmp_path):
     assert "| `ppo --vf_coef 0.5` | 10 |" in text
     assert "| `ppo` (2 seeds) | 10 [10, 10] | 0.700 [0.700, 0.700] | 3.00 [3.00, 3.00] | 0.80 [0.70, 0.90] |" in text
     assert not math.isnan(summary["eval_j_ratio"])
+
+
+@pytest.mark.parametrize("budget", ["-1", "0", "nan", "1e9"])
+def test_a_budget_out_of_range_is_refused_in_one_line(budget, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--budget_s", budget, "--only", "learn"])
+    assert e.value.code == 2 and "--budget_s must be in [1, 86400]" in capsys.readouterr().err

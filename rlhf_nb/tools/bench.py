@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=list(LEARN_SEEDS),
                    help="seeds of each learning run (J/J* of one 60 s run varies by about ±0.05 from seed to seed)")
     args = p.parse_args(argv)
+    if not 1.0 <= args.budget_s <= 86_400.0:  # refused before the first run, not after it measured nothing
+        p.error(f"--budget_s must be in [1, 86400] CPU seconds, got {args.budget_s:g}")
     if args.child == "learn":
         child_learn(args.budget_s, json.loads(os.environ["RLHF_NB_BENCH_FLAGS"]), Path(args.child_out))
         return 0

@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.notebooks", description=__doc__)
     p.add_argument("names", nargs="*", help="notebook file names (default: all, in order)")
     args = p.parse_args(argv)
-    paths = [NB_DIR / n for n in args.names] if args.names else notebooks()
+    known = {path.name: path for path in notebooks()}
+    for n in args.names:  # only the course's own notebooks: never a path outside notebooks/ (they are rewritten)
+        if n not in known and f"{n}.ipynb" not in known:
+            p.error(f"no notebook {n!r} in notebooks/; choose from: {', '.join(known)}")
+    paths = [known.get(n) or known[f"{n}.ipynb"] for n in args.names] if args.names else list(known.values())
     for path in paths:
         dt = execute(path)
         print(f"{path.name:32s} {dt:6.1f} s")
