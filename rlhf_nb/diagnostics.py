@@ -108,10 +108,16 @@ def _entropy_collapse(h, ctx):
     return None
 
 
+def _kl_per_token(h: list[dict], n: int) -> list[float] | None:
+    """objective/kl / rollout/completion_len over the last n steps (None until both exist for n steps)."""
+    kl, length = _last(h, "objective/kl", n), _last(h, "rollout/completion_len", n)
+    return [k / max(t, 1.0) for k, t in zip(kl, length)] if kl and length else None
+
+
 def _kl_runaway(h, ctx):
-    kl, length = _last(h, "objective/kl", KL_STEPS), _last(h, "rollout/completion_len", KL_STEPS)
-    if kl and length and min(k / max(n, 1.0) for k, n in zip(kl, length)) > KL_PER_TOKEN_MAX:
-        return f"objective/kl = {kl[-1]:.3g} nats ({kl[-1] / max(length[-1], 1.0):.1f} per token) for {KL_STEPS} steps"
+    per_token = _kl_per_token(h, KL_STEPS)
+    if per_token and min(per_token) > KL_PER_TOKEN_MAX:
+        return f"objective/kl = {h[-1]['objective/kl']:.3g} nats ({per_token[-1]:.1f} per token) for {KL_STEPS} steps"
     return None
 
 
@@ -121,11 +127,10 @@ def _scores_std_collapse(h, ctx):
     std0 = sum(r["objective/scores_std"] for r in h[:3]) / 3
     mean0 = sum(r["objective/scores"] for r in h[:3]) / 3
     std, score = _last(h, "objective/scores_std", STD_STEPS), _last(h, "objective/scores", STD_STEPS)
-    kl, length = _last(h, "objective/kl", STD_STEPS), _last(h, "rollout/completion_len", STD_STEPS)
-    if not (std0 > 0 and std and score and kl and length):
+    per_token = _kl_per_token(h, STD_STEPS)
+    if not (std0 > 0 and std and score and per_token):
         return None
-    kl_per_token = min(k / max(n, 1.0) for k, n in zip(kl, length))
-    if max(std) < STD_FRACTION * std0 and min(score) > mean0 and kl_per_token > HACK_KL_PER_TOKEN:
+    if max(std) < STD_FRACTION * std0 and min(score) > mean0 and min(per_token) > HACK_KL_PER_TOKEN:
         return (f"objective/scores rose ({mean0:.3f} -> {score[-1]:.3f}) while objective/scores_std fell "
                 f"({std0:.3f} -> {std[-1]:.3f})")
     return None
