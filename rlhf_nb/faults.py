@@ -229,8 +229,6 @@ def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **para
     """train(cfg) with `fault` switched on when given; nothing written to disk, the trainer's warnings captured.
 
     reward_fn: a reward to use instead of the one cfg.reward names."""
-    from .diagnostics import PREFIX
-
     err, last = io.StringIO(), {}
     with contextlib.ExitStack() as stack:
         if fault:
@@ -239,10 +237,8 @@ def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **para
             state = _train.setup(cfg)  # inside the fault: some faults change what set-up builds
             if reward_fn is not None:
                 state.reward_fn = reward_fn  # the run's own reward slot, not a patched module name
-            history = _train.train(cfg, write_run=False, state=state,
-                                   callback=lambda step, m, s: last.update(s)).history
-    warnings = [line for line in err.getvalue().splitlines() if line.startswith(PREFIX)]
-    return FaultRun(history, warnings, last)
+            res = _train.train(cfg, write_run=False, state=state, callback=lambda step, m, s: last.update(s))
+    return FaultRun(res.history, res.warnings, last)
 
 
 AGGREGATES = {"mean": statistics.fmean, "max": max, "min": min, "first": lambda v: v[0], "last": lambda v: v[-1]}

@@ -236,6 +236,7 @@ class TrainResult:
     stopped_early: str | None = None  # why the run stopped before its last step, if it did
     stop_signal: int | None = None  # the first SIGINT/SIGTERM/SIGHUP received, if any
     last_checkpoint: Path | None = None  # where to resume from: final/ once it is written
+    warnings: list[str] = field(default_factory=list)  # the diagnostics' lines the run printed, in order
 
     @property
     def exit_code(self) -> int:
@@ -293,7 +294,7 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
     if write_run:
         _check_free_space(Path(run_dir or cfg.out), s)
     # shared with the signal handler; in_step: only then may a second Ctrl-C abandon the step, never during a write
-    stop, logger, history = {"why": None, "signum": None, "in_step": False}, None, []
+    stop, logger, history, warnings = {"why": None, "signum": None, "in_step": False}, None, [], []
     handlers = _install_signal_handlers(stop) if write_run else {}
     bar = Progress(cfg.progress, cfg.total_steps, start_step)
     diag = Diagnostics(cfg)  # live checks for the tell-tale signs of a broken run (docs/troubleshooting.md)
@@ -322,6 +323,7 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
             metrics["time/elapsed_s"] = time.perf_counter() - t_start
             history.append({"step": s.step, **metrics})
             for line in diag.update(s.step, metrics):  # one line per kind of trouble, once per run
+                warnings.append(line)
                 print(line, file=sys.stderr)
                 if logger:
                     _log(logger, last, s.step, line)
@@ -345,7 +347,7 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
         bar.close()
         _restore_signal_handlers(handlers)
     return TrainResult(history, run_dir, s, stop["why"] if s.step < cfg.total_steps else None, stop["signum"],
-                       last[0] if last else None)
+                       last[0] if last else None, warnings)
 
 
 def _open_run(cfg: RunConfig, run_dir: str | Path | None) -> tuple[Path, RunLogger]:

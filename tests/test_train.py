@@ -228,3 +228,11 @@ def test_lr_decay_after_the_warmup_reaches_its_last_step_above_zero(decay, expec
     assert got[5] > 0.0  # the last step of the run still learns; only a step past the run gets 0 (constant: 1)
     with pytest.raises(ConfigError, match="--lr_decay"):
         RunConfig(lr_decay="step")
+
+
+def test_the_result_carries_the_warning_lines_the_run_printed(capsys):
+    """train() returns the diagnostics' lines it printed, so callers (lesson 06's sweep, faults.run) need not replay
+    the checks or scrape stderr."""
+    res = train(RunConfig(**{**TINY, "kl_coef": 0.0, "learning_rate": 0.05, "steps_per_epoch": 8}), write_run=False)
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlhf_nb warning")]
+    assert printed and res.warnings == printed

@@ -103,7 +103,6 @@ def run_experiment(kl_coef: float, batch_size: int, steps: int = 10, seed: int =
     `overrides` are any other RunConfig fields (e.g. reward="length", max_new_tokens=8)."""
     import time
 
-    from ..diagnostics import Diagnostics
     from ..train import setup, train  # imported here so `import rlhf_nb.course.experiments` stays light
 
     t0 = time.process_time()
@@ -113,10 +112,8 @@ def run_experiment(kl_coef: float, batch_size: int, steps: int = 10, seed: int =
     before = probe_samples(state)
     res = train(cfg, callback=callback, write_run=False, state=state)
     after = probe_samples(res.state)
-    diag = Diagnostics(cfg)  # the same checks train() ran live: their lines, kept with the result
-    warnings = [line for h in res.history for line in diag.update(h["step"], h)]
     return ExperimentResult(float(kl_coef), int(batch_size), int(steps), int(seed), res.history, before, after,
-                            final_averages(res.history), res.state if keep_state else None, warnings,
+                            final_averages(res.history), res.state if keep_state else None, res.warnings,
                             dict(overrides), time.process_time() - t0)
 
 
