@@ -117,12 +117,17 @@ def run_experiment(kl_coef: float, batch_size: int, steps: int = 10, seed: int =
                             dict(overrides), time.process_time() - t0)
 
 
+def run_settings(kl_coef: float, seed: int, settings: dict[str, Any], keep_state: bool = False) -> ExperimentResult:
+    """run_experiment with its batch size and steps taken from a settings dict like CAPSTONE_RUN."""
+    rest = {k: v for k, v in settings.items() if k not in ("batch_size", "steps")}
+    return run_experiment(kl_coef, settings["batch_size"], steps=settings["steps"], seed=seed, keep_state=keep_state,
+                          **rest)
+
+
 def run_capstone(kl_coef: float, seed: int, variant: str | None = None, keep_state: bool = False) -> ExperimentResult:
     """One run of lesson 06's stored sweep (CAPSTONE_RUN), or of one of its CAPSTONE_VARIANTS, exactly as
     `make capstone` runs it."""
-    settings = {**CAPSTONE_RUN, **(CAPSTONE_VARIANTS[variant] if variant else {})}
-    batch_size, steps = settings.pop("batch_size"), settings.pop("steps")
-    return run_experiment(kl_coef, batch_size, steps=steps, seed=seed, keep_state=keep_state, **settings)
+    return run_settings(kl_coef, seed, {**CAPSTONE_RUN, **(CAPSTONE_VARIANTS[variant] if variant else {})}, keep_state)
 
 
 def warning_kinds(r: ExperimentResult) -> list[str]:

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
-                                  SWEEP_SEEDS, result_to_dict, run_experiment, write_json_atomically)
+                                  SWEEP_SEEDS, result_to_dict, run_settings, write_json_atomically)
 
 
 def jobs_list() -> list[tuple[str, float, int, dict]]:
@@ -34,9 +34,7 @@ def jobs_list() -> list[tuple[str, float, int, dict]]:
 def one_run(job: tuple[str, float, int, dict]) -> dict:
     """Run one job in this process (one torch thread, as RunConfig's default) and return it as stored."""
     _, beta, seed, settings = job
-    settings = dict(settings)
-    batch_size, steps = settings.pop("batch_size"), settings.pop("steps")
-    return result_to_dict(run_experiment(beta, batch_size, steps=steps, seed=seed, **settings))
+    return result_to_dict(run_settings(beta, seed, settings))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
