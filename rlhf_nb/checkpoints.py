@@ -90,7 +90,7 @@ def save_checkpoint(path: str | Path, policy, tokenizer, optimizer: torch.optim.
             os.chmod(f, mode & 0o666)  # some writers make 0600 files; match the run's own files
             with open(f, "rb") as fh:  # make the bytes durable before the rename publishes them
                 os.fsync(fh.fileno())
-        _publish(tmp, path)
+        publish_folder(tmp, path)
     except Exception as e:
         free = _free_bytes(path.parent)  # measured before the partial folder is removed: what the write ran into
         if tmp is not None:
@@ -104,7 +104,7 @@ def save_checkpoint(path: str | Path, policy, tokenizer, optimizer: torch.optim.
     return path
 
 
-def _publish(tmp: Path, path: Path) -> None:
+def publish_folder(tmp: Path, path: Path) -> None:
     """Rename tmp to path; an existing path is moved aside first, so a loadable copy exists at every moment."""
     old = None
     if path.exists():  # final/ is rewritten by --resume runs into a new run folder only; step_N never repeats

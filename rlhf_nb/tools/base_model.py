@@ -158,19 +158,18 @@ def save_folder_atomically(out: Path, write) -> None:
     half of each (the committed embedded model is the default --out)."""
     import shutil
 
+    from ..checkpoints import publish_folder  # the checkpoints' own swap: a loadable folder at every moment
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = out.with_name(f".{out.name}.tmp{os.getpid()}"), out.with_name(f".{out.name}.old{os.getpid()}")
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         write(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left next to the model
         raise
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    publish_folder(tmp, out)
 
 
 def load_base_model(path: str | Path = EMBEDDED_MODEL_DIR):
