@@ -339,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     if "learn" in parts:
         runs = {**LEARN_RUNS, **BEST_RUNS}
         results["budget_s"], results["learn_seeds"] = args.budget_s, args.seeds
-        results["learn_flags"] = {name: " ".join(f"--{k} {v}" for k, v in flags.items()  # a run length only if it has one
-                                                 if k not in ("progress", "seed") and (k, v) != ("steps_per_epoch", 100_000))
+        until_budget = ("steps_per_epoch", _BASE["steps_per_epoch"])  # a run length is shown only where a run has one
+        results["learn_flags"] = {name: " ".join(f"--{k} {v}" for k, v in flags.items()
+                                                 if k not in ("progress", "seed") and (k, v) != until_budget)
                                   for name, flags in runs.items()}
         histories = {}
         for name, flags in runs.items():
