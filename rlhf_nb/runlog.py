@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,14 @@ def new_run_dir(parent: str | Path = "runs", name: str | None = None) -> Path:
 def strip_wall_time(row: dict[str, Any]) -> dict[str, Any]:
     """Drop the fields that measure wall time, leaving what must reproduce exactly."""
     return {k: v for k, v in row.items() if not k.startswith(WALL_TIME_PREFIXES)}
+
+
+def write_json_atomically(path: str | Path, obj: Any) -> None:
+    """Write obj as JSON next to path, then rename over it: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, separators=(",", ":"), allow_nan=True) + "\n")
+    os.replace(tmp, path)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -187,8 +187,7 @@ def lr_factor(step: int, cfg: RunConfig) -> float:
     of the run's epochs * steps_per_epoch steps (never 0 inside the run); a function of the step alone."""
     if step < cfg.lr_warmup_steps or cfg.lr_decay == "constant":
         return warmup_factor(step, cfg.lr_warmup_steps)
-    total = cfg.epochs * cfg.steps_per_epoch
-    frac = min(1.0, (step - cfg.lr_warmup_steps) / max(1, total - cfg.lr_warmup_steps))
+    frac = min(1.0, (step - cfg.lr_warmup_steps) / max(1, cfg.total_steps - cfg.lr_warmup_steps))
     return 1.0 - frac if cfg.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
 
 

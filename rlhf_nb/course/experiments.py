@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -169,13 +168,6 @@ def load_capstone(path: str | Path = CAPSTONE_PATH) -> dict[str, Any]:
     return {**raw, "sweep": {float(b): [result_from_dict(d) for d in runs] for b, runs in raw["sweep"].items()},
             "variants": {k: [result_from_dict(d) for d in runs] for k, runs in raw["variants"].items()}}
 
-
-def write_json_atomically(path: str | Path, obj: Any) -> None:
-    """Write obj as JSON next to path, then rename over it: a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, separators=(",", ":"), allow_nan=True) + "\n")
-    os.replace(tmp, path)
 
 
 def samples_table(before: list[dict], after: list[dict], digits: int = 2):

@@ -19,7 +19,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
-                                  SWEEP_SEEDS, result_to_dict, run_settings, write_json_atomically)
+                                  SWEEP_SEEDS, result_to_dict, run_settings)
+from ..runlog import write_json_atomically
 
 
 def jobs_list() -> list[tuple[str, float, int, dict]]:
