@@ -41,7 +41,7 @@ class RunConfig:
     device: str = _f("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
     threads: int = _f(1, "CPU threads for torch (0: all cores); the same count reproduces the same numbers", 0, 256)
     epochs: int = _f(1, "epochs; total PPO steps = epochs * steps_per_epoch", 1, 10_000)
-    steps_per_epoch: int = _f(30, "PPO steps (rollout + update) per epoch", 1, 100_000)
+    steps_per_epoch: int = _f(200, "PPO steps (rollout + update) per epoch", 1, 100_000)
     max_minutes: float | None = _f(None, "stop early (with a final checkpoint) after this many minutes", 0.01, 10_080, nullable=True)
     out: str = _f("runs", "parent folder; each run gets a fresh runs/run_YYYYMMDD_HHMMSS/ (never overwritten)")
     run_name: str | None = _f(None, "folder name under --out instead of run_YYYYMMDD_HHMMSS", nullable=True)
@@ -60,7 +60,7 @@ class RunConfig:
                    choices=GOLD_CHOICES)
 
     # --- rollout ---
-    batch_size: int = _f(32, "prompts per PPO step", 1, 4096)
+    batch_size: int = _f(64, "prompts per PPO step", 1, 4096)
     num_generations: int = _f(1, "completions per prompt (grpo/rloo need >= 2)", 1, 256)
     max_new_tokens: int = _f(12, "tokens sampled per completion (prompt + this must fit the model's context)", 1, 4096)
     temperature: float = _f(1.0, "sampling temperature; log-probs use the same temperature", 0.01, 10.0)
@@ -83,17 +83,17 @@ class RunConfig:
     whiten_rewards: bool = _f(False, "whiten per-token rewards before GAE")
 
     # --- PPO update ---
-    learning_rate: float = _f(3e-4, "Adam learning rate", 1e-8, 1.0)
+    learning_rate: float = _f(1e-3, "Adam learning rate", 1e-8, 1.0)
     lr_warmup_steps: int = _f(0, "raise the learning rate linearly from lr/N to lr over the first N PPO steps "
                               "(Adam's first steps move every weight by about lr, whatever its gradient)", 0, 100_000)
-    lr_decay: str = _f("constant", "after the warm-up, lower the learning rate toward 0 at the last of epochs*steps_per_epoch "
+    lr_decay: str = _f("linear", "after the warm-up, lower the learning rate toward 0 at the last of epochs*steps_per_epoch "
                        "steps (linear or cosine): fast early progress, small late steps", choices=LR_DECAY_CHOICES)
     adam_eps: float = _f(1e-5, "Adam epsilon", 1e-12, 1e-2)
-    ppo_epochs: int = _f(4, "passes over each rollout batch", 1, 100)
-    num_minibatches: int = _f(2, "minibatches per PPO epoch", 1, 4096)
+    ppo_epochs: int = _f(1, "passes over each rollout batch", 1, 100)
+    num_minibatches: int = _f(1, "minibatches per PPO epoch", 1, 4096)
     clip_range: float = _f(0.2, "PPO ratio clip epsilon", 0.001, 10.0)
     clip_range_value: float = _f(0.2, "value clip epsilon", 0.001, 1000.0)
-    vf_coef: float = _f(0.1, "value loss weight", 0.0, 100.0)
+    vf_coef: float = _f(1.0, "value loss weight", 0.0, 100.0)
     ent_coef: float = _f(0.0, "entropy bonus weight", 0.0, 10.0)
     max_grad_norm: float = _f(1.0, "gradient-norm clip", 0.001, 1000.0)
 

@@ -128,7 +128,7 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     # 3. log-probs under the policy (old, frozen for this step) and the reference; values
     single_pass = cfg.ppo_epochs == 1 and cfg.num_minibatches == 1
     if single_pass:  # one gradient step on fresh samples: the update's own forward gives the old log-probs (ratio = 1)
-        first_forward = forward_tokens(s.policy, ids, attn, P, cfg.temperature)
+        first_forward = forward_tokens(s.policy, ids, attn, P, cfg.temperature, entropy_grad=cfg.ent_coef != 0)
         logp_old, entropy, values = (t.detach() for t in first_forward)
     else:
         first_forward = None

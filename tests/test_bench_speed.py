@@ -12,10 +12,11 @@ from rlhf_nb.tools.bench_speed import STAGES, efficiency, linear_fit, matmul_pea
 
 
 def _forward_flops(B: int, L: int, T: int, cfg, value_head: bool) -> int:
-    """Matmul FLOPs of one GPT-2 forward over (B, L) tokens whose LM head runs on the last T + 1 columns only."""
+    """Matmul FLOPs of one GPT-2 forward over (B, L) tokens whose LM head and value head run on the T columns that
+    predict the completion tokens only."""
     H, V, n = cfg.n_embd, cfg.vocab_size, cfg.n_layer
     per_layer = 2 * B * L * H * (3 * H + H + 4 * H + 4 * H)  # qkv, attention out, MLP up, MLP down
-    return n * per_layer + 2 * B * (T + 1) * H * V + (2 * B * L * H if value_head else 0)
+    return n * per_layer + 2 * B * T * H * V + (2 * B * T * H if value_head else 0)
 
 
 @pytest.mark.parametrize("value_head", [False, True])

@@ -110,7 +110,7 @@ def test_a_missing_or_nan_metric_never_fires():
     ("dropout_on", 2, {"kl_at_first_step"}),
     ("lr_x30", 4, {"update_too_large", "entropy_collapse"}),
     ("grpo_same_scores", 2, {"no_gradient"}),
-    ("no_position_ids", 2, {"kl_spike"}),
+    ("no_position_ids", 3, {"kl_spike"}),
 ])
 def test_the_trainer_warns_live_on_broken_runs_and_not_on_their_healthy_twins(fault, steps, expected):
     cfg = faults.demo_config(fault, steps_per_epoch=steps)

@@ -45,7 +45,7 @@ def test_result_fields():
     (dict(kl_coef=0.05, batch_size=8.5), "--batch_size"),
     (dict(kl_coef=0.05, batch_size=8, steps=0), "--steps_per_epoch"),
     (dict(kl_coef=0.05, batch_size=8, seed=-1), "--seed"),
-    (dict(kl_coef=0.05, batch_size=5), "--num_minibatches"),  # 2 minibatches cannot split 5 prompts evenly
+    (dict(kl_coef=0.05, batch_size=5, num_minibatches=2), "--num_minibatches"),  # 2 minibatches cannot split 5 prompts
     (dict(kl_coef=0.05, batch_size=8, max_new_tokens=0), "--max_new_tokens"),
 ])
 def test_bad_values_raise_config_error_naming_the_flag(kw, flag):

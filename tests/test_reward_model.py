@@ -150,7 +150,7 @@ def test_learned_reward_at_temperature_10_trains_past_step_1():
     from rlhf_nb.config import RunConfig
     from rlhf_nb.train import ppo_step, setup
 
-    s = setup(RunConfig(reward="learned", max_new_tokens=48, temperature=10.0, batch_size=16, seed=0, progress=False))
+    s = setup(RunConfig(reward="learned", max_new_tokens=48, temperature=10.0, batch_size=64, seed=0, progress=False))
     with pytest.warns(UserWarning, match="at most 64 tokens"):  # the case is really exercised
         metrics, _ = ppo_step(s)
     assert all(v == v for v in metrics.values()), metrics  # no nan anywhere

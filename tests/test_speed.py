@@ -1,5 +1,6 @@
-"""The speed-ups give the same numbers as the plain code, to the bit; threads: 0 means all cores, and the same seed at
-the same thread count (2 here) writes the same JSONL."""
+"""The speed-ups give the plain code's numbers: the same to 1e-5 (the LM head on fewer columns and the lean decoding
+loop round differently, a last-bit matter), the same samples and the same logs to 1e-4 after a few steps; threads: 0
+means all cores, and the same seed at the same thread count (2 here) writes the same JSONL."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rlhf_nb import decoding
 from rlhf_nb import policy as policy_mod
 from rlhf_nb.config import ConfigError, RunConfig
 from rlhf_nb.corpus import PROMPTS
@@ -22,7 +24,7 @@ TINY = dict(batch_size=8, max_new_tokens=8, steps_per_epoch=3, progress=False)
 
 
 def plain_forward_tokens(model, ids, attn, P, temperature=1.0):
-    """forward_tokens as it was before the speed-ups: LM head on every column, always divide, always the entropy."""
+    """forward_tokens without the speed-ups: LM head on every column, always divide, the entropy from the logits."""
     lm = model.lm if isinstance(model, PolicyWithValue) else model
     out = lm(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn), output_hidden_states=True)
     logits, values = out.logits, None
@@ -34,10 +36,19 @@ def plain_forward_tokens(model, ids, attn, P, temperature=1.0):
     return logp, torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1), values
 
 
+def _full_columns(lm, ids, attn, T):
+    """scored_columns as a model outside PLAIN_HEAD_MODELS runs it: the whole forward, LM head on every column."""
+    out = lm(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn), output_hidden_states=True)
+    return out.hidden_states[-1][:, -(T + 1):-1], out.logits[:, -(T + 1):-1]
+
+
 @pytest.fixture
 def plain_paths(monkeypatch):
-    """Switch the package's speed-ups off: the LM head runs on every column and logits are always divided by T."""
-    monkeypatch.setattr(policy_mod, "_keep_kwarg", lambda lm, n: {})
+    """Switch the package's speed-ups off: the model's own forward (LM head on every column) and its own cached
+    decoding, the entropy from the logits, logits always divided by T."""
+    monkeypatch.setattr(policy_mod, "scored_columns", _full_columns)
+    monkeypatch.setattr(policy_mod, "next_token_logits", lambda lm, b, n: decoding.HFStep(lm))
+    monkeypatch.setattr(policy_mod, "entropy_from_logprobs", lambda logp: policy_mod.entropy_from_logits(logp))
     monkeypatch.setattr(policy_mod, "_scaled", lambda logits, t: logits / t)
 
 
@@ -49,7 +60,7 @@ def _rollout(policy, tok, n, max_new, seed):
 
 @pytest.mark.parametrize("n, max_new, temperature", [(1, 4, 1.0), (3, 8, 1.0), (16, 12, 1.0), (8, 12, 0.7)])
 @pytest.mark.parametrize("grad", [False, True])
-def test_forward_tokens_equals_the_plain_forward_bitwise(policy_and_tokenizer, n, max_new, temperature, grad):
+def test_forward_tokens_equals_the_plain_forward(policy_and_tokenizer, n, max_new, temperature, grad):
     lm, tok = policy_and_tokenizer
     model = PolicyWithValue(lm)
     torch.nn.init.normal_(model.value_head.summary.weight)  # a value head that is not all zeros
@@ -58,9 +69,11 @@ def test_forward_tokens_equals_the_plain_forward_bitwise(policy_and_tokenizer, n
     with torch.set_grad_enabled(grad):
         fast, plain = forward_tokens(model, *args), plain_forward_tokens(model, *args)
         ref_fast = forward_tokens(lm, *args, entropy=False)
-    for a, b in zip(fast, plain):
-        assert torch.equal(a, b)
-    assert ref_fast[1] is None and ref_fast[2] is None and torch.equal(ref_fast[0], plain[0])
+    # log-probs and values to 1e-5; the entropy to 1e-4: −Σ p·log p (all terms ≥ 0) and logsumexp − Σ p·z (a
+    # difference of two numbers of a few nats) round differently near H = 0
+    for a, b, tol in zip(fast, plain, (1e-5, 1e-4, 1e-5)):
+        assert torch.allclose(a, b, atol=tol, rtol=0), float((a - b).abs().max())
+    assert ref_fast[1] is None and ref_fast[2] is None and torch.allclose(ref_fast[0], plain[0], atol=1e-5, rtol=0)
 
 
 def test_sampling_draws_the_same_tokens_as_the_plain_path(policy_and_tokenizer, request):
@@ -87,7 +100,7 @@ def _plain_update(policy, opt, batch, cfg, gen):
             opt.step()
 
 
-def test_ppo_update_without_entropy_bonus_equals_the_plain_update_bitwise(policy_and_tokenizer):
+def test_ppo_update_without_entropy_bonus_equals_the_plain_update(policy_and_tokenizer):
     lm, tok = policy_and_tokenizer
     cfg = RunConfig(ppo_epochs=2, num_minibatches=2, progress=False)
     torch.manual_seed(0)
@@ -113,7 +126,9 @@ def test_ppo_update_without_entropy_bonus_equals_the_plain_update_bitwise(policy
         runs.append(pol.state_dict())
     moved = [k for k in runs[0] if not torch.equal(runs[0][k], base.state_dict()[k])]
     assert moved, "the update changed nothing: the comparison would prove nothing"
-    assert [k for k in runs[0] if not torch.equal(runs[0][k], runs[1][k])] == []
+    step = {k: float((runs[0][k] - base.state_dict()[k]).abs().max()) for k in moved}
+    off = {k: float((runs[0][k] - runs[1][k]).abs().max()) for k in runs[0]}
+    assert all(off[k] <= 1e-3 * step[k] + 1e-7 for k in moved), off  # the same update to 0.1 % of its size
 
 
 @pytest.mark.parametrize("extra", [{}, dict(num_generations=4, advantage="grpo", ppo_epochs=1, num_minibatches=1,
@@ -123,7 +138,12 @@ def test_a_run_with_the_speed_ups_logs_what_the_plain_run_logs(extra, request):
     fast = [strip_wall_time(r) for r in train(cfg, write_run=False).history]
     request.getfixturevalue("plain_paths")
     plain = [strip_wall_time(r) for r in train(cfg, write_run=False).history]
-    assert json.dumps(fast) == json.dumps(plain)
+    assert [sorted(r) for r in fast] == [sorted(r) for r in plain]
+    for a, b in zip(fast, plain):
+        for k, v in a.items():
+            if k.startswith("time/"):
+                continue
+            assert v == pytest.approx(b[k], rel=1e-4, abs=1e-5, nan_ok=True), (a.get("step"), k)
 
 
 @pytest.fixture

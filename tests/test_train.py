@@ -161,10 +161,10 @@ def test_resume_refuses_to_change_the_algorithm(tmp_path):
 
 @pytest.mark.slow
 def test_sentiment_reward_actually_improves(tmp_path):
-    res = train(RunConfig(seed=0, batch_size=32, steps_per_epoch=25, progress=False), write_run=False)
+    res = train(RunConfig(seed=0, batch_size=16, steps_per_epoch=80, progress=False), write_run=False)
     scores = [r["objective/scores"] for r in res.history]
     first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
-    assert last > first + 0.3, scores
+    assert last > first + 0.25, scores  # 80 steps at the defaults: about -0.01 -> 0.41
 
 
 def test_every_logged_metric_is_defined_in_the_glossary(tmp_path):

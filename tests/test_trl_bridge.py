@@ -34,7 +34,7 @@ def test_trainer_runs_logs_reward_and_maps_config(model_dir, tmp_path, algo):
     a = trainer.args
     assert a.per_device_train_batch_size == cfg.batch_size * cfg.num_generations // cfg.num_minibatches
     assert a.max_steps == cfg.total_steps * cfg.ppo_epochs * cfg.num_minibatches
-    assert a.use_cpu and not a.bf16 and a.lr_scheduler_type == "constant" and a.save_strategy == "no"
+    assert a.use_cpu and not a.bf16 and a.lr_scheduler_type == "linear" and a.save_strategy == "no"
     assert not a.gradient_checkpointing and not getattr(a, "activation_checkpointing", False)  # TRL defaults it on
     trainer.train()
     assert trainer.state.global_step == a.max_steps
@@ -58,7 +58,7 @@ def test_config_kwargs_without_trl(model_dir):
     assert kw["beta"] == cfg.kl_coef and kw["epsilon"] == cfg.clip_range and kw["loss_type"] == "bnpo"
     assert {"gamma", "lam", "vf_coef", "clip_range_value", "whiten_rewards"} <= set(UNMAPPED)
     assert "kl_coef" in KNOB_MAP
-    assert (kw["lr_scheduler_type"], kw["warmup_steps"]) == ("constant", 0)
+    assert (kw["lr_scheduler_type"], kw["warmup_steps"]) == ("linear", 0)  # RunConfig's default --lr_decay
 
 
 def test_every_run_config_field_is_mapped_or_says_why_not():

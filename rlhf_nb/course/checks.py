@@ -423,9 +423,10 @@ def _ppo_step_state(cfg=None):
     from ..config import RunConfig
     from ..train import setup
 
-    # two epochs of two minibatches: the general path (no single-pass shortcut), small enough to run in a second
+    # two epochs of two minibatches: the general path (no single-pass shortcut), small enough to run in a second; a
+    # constant learning rate, so that the seven stages are the whole step (train.lr_factor is 1 at every step)
     cfg = cfg or RunConfig(seed=3, batch_size=8, max_new_tokens=8, ppo_epochs=2, num_minibatches=2, kl_coef=0.05,
-                           progress=False, device="cpu", log_samples=0)
+                           lr_decay="constant", progress=False, device="cpu", log_samples=0)
     return setup(cfg)
 
 

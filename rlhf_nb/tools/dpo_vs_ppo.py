@@ -32,11 +32,16 @@ class CompareConfig:
     epochs: int = 6  # DPO and SFT: passes over the pairs, measured after each
     learning_rate: float = 3e-4  # DPOConfig's default, for DPO and SFT
     ppo_betas: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.5])
-    ppo_steps: int = 60  # PPO steps of 32 prompts (RunConfig's defaults otherwise)
+    ppo_steps: int = 60  # PPO steps of PPO_RUN
     ppo_eval_at: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 15, 20, 30, 40, 50, 60])  # dense early:
     # PPO's KL climbs by about 2 nats in its first 10 steps, the range where DPO and SFT end
     eval_samples: int = 256
     max_new_tokens: int = 12  # as the pairs were sampled, and as RunConfig's default rollouts
+
+
+# PPO's settings in the comparison as stored (RunConfig's defaults until 2026-12-05): 32 prompts a step, four passes
+# of two minibatches at a constant 3e-4
+PPO_RUN = dict(batch_size=32, learning_rate=3e-4, lr_decay="constant", ppo_epochs=4, num_minibatches=2, vf_coef=0.1)
 
 
 def _dpo_cfg(c: CompareConfig, loss: str, beta: float, seed: int) -> DPOConfig:
@@ -61,7 +66,7 @@ def run_ppo(c: CompareConfig, beta: float, seed: int) -> list[dict]:
     from ..train import ppo_step, setup
 
     cfg = RunConfig(reward="learned", reward_model=c.pairs, gold="none", kl_coef=beta, seed=seed,
-                    steps_per_epoch=c.ppo_steps, max_new_tokens=c.max_new_tokens, progress=False, device="cpu")
+                    steps_per_epoch=c.ppo_steps, max_new_tokens=c.max_new_tokens, progress=False, device="cpu", **PPO_RUN)
     s, rows, prompts = setup(cfg), [], eval_prompts(c.eval_samples)
     while s.step < cfg.total_steps:
         m, _ = ppo_step(s)

@@ -29,6 +29,11 @@ from ..rewards import LearnedReward
 RL_KEYS = ("step", "kl", "d", "proxy", "gold", "well_formed", "pref_accuracy", "disagreement")
 
 
+# the PPO update the sweep was designed and stored with (RunConfig's defaults until 2026-12-05): four passes of two
+# minibatches at a constant rate, so that over-optimisation unfolds over the 150 steps instead of being over at once
+PPO_UPDATE = dict(ppo_epochs=4, num_minibatches=2, lr_decay="constant", vf_coef=0.1)
+
+
 @dataclass
 class SweepConfig:
     """What `python -m rlhf_nb.tools.overopt_sweep` runs."""
@@ -47,7 +52,7 @@ class SweepConfig:
     steps: int = 150
     """PPO steps per run"""
     learning_rate: float = 1e-4
-    """PPO learning rate: at RunConfig's 3e-4 the gold's rise is over within ~5 steps (KL < 0.5), too fast to see"""
+    """PPO learning rate: at 3e-4 (with PPO_UPDATE) the gold's rise is over within ~5 steps (KL < 0.5), too fast to see"""
     batch_size: int = 32
     """prompts per PPO step"""
     max_new_tokens: int = 12
@@ -83,7 +88,7 @@ def parse_args(argv=None) -> SweepConfig:
     try:  # RunConfig's own ranges and messages (they name RunConfig's flags, e.g. --steps_per_epoch)
         for b in cfg.kl_coefs:
             RunConfig(steps_per_epoch=cfg.steps, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                      learning_rate=cfg.learning_rate, kl_coef=b)
+                      learning_rate=cfg.learning_rate, kl_coef=b, **PPO_UPDATE)
     except ConfigError as e:
         p.exit(2, f"error: {e}\n")
     if cfg.eval_every < 1:
@@ -156,7 +161,8 @@ def main(argv=None) -> dict:
             for seed in cfg.seeds:
                 rc = RunConfig(reward="learned", reward_model=proxy_dir(k), kl_coef=beta, seed=seed,
                                steps_per_epoch=cfg.steps, batch_size=cfg.batch_size,
-                               max_new_tokens=cfg.max_new_tokens, learning_rate=cfg.learning_rate, progress=False)
+                               max_new_tokens=cfg.max_new_tokens, learning_rate=cfg.learning_rate, progress=False,
+                               **PPO_UPDATE)
                 rows = rl_curve(rc, cfg.eval_every, judges=judges, base_std=base_std)
                 out["rl"].append({"proxy": k, "kl_coef": beta, "seed": seed, "algo": "ppo",
                                   "rows": [_round(r, RL_KEYS) for r in rows]})
