@@ -78,11 +78,11 @@ capstone: $(STAMP)  ## lesson 06's beta sweep and its critic/baseline variants, 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
 	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4 --out $(TRAIN_OUT)
 
-# train_quick: lesson 06's capstone settings (one gradient step per rollout, 64 prompts, lr 1e-3 decaying linearly over
-# the 200 steps, vf_coef 1.0; RunConfig's defaults are 4 x 2 epochs at a constant 3e-4): J/J* above 0.9 in about 60
-# CPU-seconds on each of 3 seeds (make bench, row ppo_decay: docs/benchmarks.md)
-train_quick: $(STAMP)  ## about a minute: the mean sentiment score climbs from 0 to about 0.7 at about 3 nats of KL
-	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 100 --batch_size 64 --learning_rate 1e-3 --lr_decay linear --ppo_epochs 1 --num_minibatches 1 --vf_coef 1.0 --save_every 100 --out $(TRAIN_OUT)
+# train_quick: RunConfig's defaults, which are lesson 06's capstone settings (200 steps of 64 prompts, one gradient step
+# per rollout at lr 1e-3 decaying linearly to 0, vf_coef 1.0): J/J* above 0.9 on each of 3 seeds (make bench, row ppo:
+# docs/benchmarks.md)
+train_quick: $(STAMP)  ## under a minute: the mean sentiment score climbs from 0 to about 0.7 at about 3 nats of KL
+	$(PY) -m rlhf_nb.train --seed 0 --save_every 100 --out $(TRAIN_OUT)
 
 train_full: $(STAMP)  ## several minutes, adaptive KL
 	$(PY) -m rlhf_nb.train --seed 0 --epochs 10 --steps_per_epoch 30 --batch_size 64 --adaptive_kl --target_kl 4 --save_every 50 --out $(TRAIN_OUT)

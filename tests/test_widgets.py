@@ -37,16 +37,16 @@ def test_click_runs_with_the_slider_values_and_redraws():
     first_png, first_text = bytes(p.figure.value), p.readout.value
     assert first_png.startswith(PNG_MAGIC) and "0.05" in first_text
 
-    p.kl_slider.value, p.batch_slider.value = 0.3, 32
+    p.kl_slider.value, p.batch_slider.value = 0.3, 48
     p.button.click()
-    assert [(r.kl_coef, r.batch_size) for r in p.results] == [(0.05, 16), (0.3, 32)]
+    assert [(r.kl_coef, r.batch_size) for r in p.results] == [(0.05, LESSON_RUN["batch_size"]), (0.3, 48)]
     assert p.results[-1].history[-1]["objective/kl_coef"] == p.kl_slider.value  # the coefficient used is the slider's
     assert bytes(p.figure.value) != first_png and bytes(p.figure.value).startswith(PNG_MAGIC)  # figure redrawn
     assert p.readout.value != first_text and "<b class='rlhf-kl'>0.30</b>" in p.readout.value
     assert "The acting was" in p.samples.value and not p.button.disabled
     # both runs stay on the figure, each named by beta and batch size, oldest first
     assert p.legend.value.count("class='rlhf-curve'") == 2
-    assert p.legend.value.index("β=0.05 B=16") < p.legend.value.index("β=0.30 B=32")
+    assert p.legend.value.index(f"β=0.05 B={LESSON_RUN['batch_size']}") < p.legend.value.index("β=0.30 B=48")
 
 
 def test_legend_lists_only_the_curves_drawn():
@@ -60,7 +60,7 @@ def test_run_on_change_observes_the_sliders():
     p = TrainingPanel(steps=4, run_fn=fake_run, run_on_change=True)
     p.kl_slider.value = 0.2
     p.batch_slider.value = 8
-    assert [(r.kl_coef, r.batch_size) for r in p.results] == [(0.2, 16), (0.2, 8)]
+    assert [(r.kl_coef, r.batch_size) for r in p.results] == [(0.2, LESSON_RUN["batch_size"]), (0.2, 8)]
 
 
 def test_slider_cannot_leave_its_range():

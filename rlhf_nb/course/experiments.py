@@ -22,9 +22,10 @@ from ..policy import sample
 PROBE_PROMPTS = ("The acting was", "I thought the plot", "This movie is", "The ending felt")
 PROBE_SEED = 1234  # its own generator: probing never shifts the training run's random streams
 SUMMARY_KEYS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "policy/entropy")
-# lesson 06's panel: 20 steps of 16 prompts at learning rate 7e-4 sketch the β trade-off in a few seconds a run, far
-# from the optimum (the stored sweep, CAPSTONE_RUN, gets there); run_sweep's default for quick sweeps
-LESSON_RUN = {"batch_size": 16, "steps": 20, "learning_rate": 7e-4}
+# lesson 06's panel: 100 steps of 32 prompts at RunConfig's defaults (lr 1e-3 decaying linearly, one gradient step a
+# rollout) sketch the β trade-off in about 13 CPU seconds a run, short of the optimum (the stored sweep, CAPSTONE_RUN,
+# gets there); run_sweep's default for quick sweeps
+LESSON_RUN = {"batch_size": 32, "steps": 100, "learning_rate": 1e-3}
 SWEEP_BETAS = (0.0, 0.02, 0.05, 0.2)
 SWEEP_SEEDS = (0, 1, 2)
 # lesson 06's capstone sweep: long enough to reach the optimum (J/J* 0.83-0.92 for every β > 0), so too long to run

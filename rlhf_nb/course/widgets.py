@@ -23,7 +23,7 @@ from .plots import plot_history
 
 PLOT_KEYS = ("objective/scores", "objective/kl", "policy/entropy")
 KL_RANGE = (0.0, 0.5, 0.01)  # min, max, step: beyond 0.5 the tiny model barely moves in a few steps
-BATCH_RANGE = (4, 64, 4)  # multiples of 4 so that the default 2 minibatches always divide the batch
+BATCH_RANGE = (4, 64, 4)  # multiples of 4, so that up to 4 minibatches (overrides) always divide the batch
 MAX_CURVES = 4  # the last few runs stay on the figure, so moving a slider shows the difference
 
 
