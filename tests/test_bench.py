@@ -40,11 +40,15 @@ def test_measure_objective_of_the_untrained_policy_has_zero_kl():
 
 def test_search_rows_are_named_by_the_flags_they_change():
     assert bench.search_key("ppo", {"learning_rate": 4e-4, "seed": 1}) == "ppo --learning_rate 0.0004 --seed 1"
-    assert all(base in bench.LEARN_RUNS for base, _ in bench.SEARCH_SCREEN + bench.SEARCH_SEEDS)
-    for name, flags in bench.BEST_RUNS.items():  # the best settings are valid RunConfigs at the bench's β
-        from rlhf_nb.config import RunConfig
+    assert all(base in bench.SEARCH_BASES for base, _ in bench.SEARCH_SCREEN + bench.SEARCH_SEEDS)
+    from rlhf_nb.config import RunConfig
 
+    for name, flags in bench.LEARN_RUNS.items():  # every learning run is a valid RunConfig at the bench's β
         assert RunConfig(**flags).kl_coef == bench.BETA, name
+    # ppo is RunConfig's defaults, the defaults the search chose: one gradient step a rollout at a decaying rate
+    defaults = RunConfig(**bench.LEARN_RUNS["ppo"])
+    assert (defaults.ppo_epochs, defaults.num_minibatches, defaults.lr_decay) == (1, 1, "linear")
+    assert RunConfig(**bench.LEARN_RUNS["ppo_old"]).ppo_epochs == 4
 
 
 def test_report_shows_j_over_j_star_per_run_and_both_search_passes(tmp_path):

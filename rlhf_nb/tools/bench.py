@@ -4,9 +4,9 @@ Timings are measured here and written down, never asserted in tests. Each measur
 child process so that its peak RSS is its own. Learning runs are cut by CPU seconds, not wall seconds, and scored
 as J/J*: J = score − β·KL of the policy after the budget, J* that of the KL-regularised optimum (rlhf_nb.optimum).
 
-    python -m rlhf_nb.tools.bench                 # everything (the learning runs alone take ~13 CPU-minutes)
+    python -m rlhf_nb.tools.bench                 # everything (the learning runs alone take ~12 CPU-minutes)
     python -m rlhf_nb.tools.bench --only learn    # one part; the others keep their numbers in docs/benchmarks.json
-    python -m rlhf_nb.tools.bench --only search   # the settings search behind BEST_RUNS (about an hour)
+    python -m rlhf_nb.tools.bench --only search   # the settings search behind today's defaults (about an hour)
 """
 from __future__ import annotations
 
@@ -29,20 +29,29 @@ DOCS = ROOT / "docs"
 
 # the sentiment task of the benchmark at beta = 0.05, cut at a budget of process CPU seconds of training (one torch
 # thread, so CPU seconds ~ wall seconds on a quiet machine, and the budget does not shrink when other jobs share the
-# CPU): PPO with RunConfig's defaults, and GRPO with the same completions per step (8 prompts x 4 generations)
+# CPU). ppo: RunConfig's defaults (200 steps of 64 prompts, one gradient step a rollout at lr 1e-3 decaying linearly:
+# they fit the budget); grpo: the same with the 64 completions as 16 prompts x 4. ppo_old and grpo_old: the defaults
+# before 2026-12-05 (4 epochs x 2 minibatches at a constant 3e-4, vf_coef 0.1, 32 completions a step), trained until
+# the budget runs out: the "before" of the retune
 BETA = 0.05
-_BASE = dict(seed=0, max_new_tokens=12, kl_coef=BETA, steps_per_epoch=100_000, progress=False)
+_BASE = dict(seed=0, max_new_tokens=12, kl_coef=BETA, steps_per_epoch=100_000, progress=False)  # until the budget
+_DEFAULTS = dict(seed=0, max_new_tokens=12, kl_coef=BETA, progress=False)  # RunConfig's run length (200 steps)
+OLD_DEFAULTS = dict(learning_rate=3e-4, lr_decay="constant", ppo_epochs=4, num_minibatches=2, vf_coef=0.1)
 LEARN_RUNS = {
-    "ppo": dict(batch_size=32, **_BASE),
-    "grpo": dict(batch_size=8, num_generations=4, advantage="grpo", **_BASE),
+    "ppo": dict(_DEFAULTS),
+    "grpo": dict(batch_size=16, num_generations=4, advantage="grpo", **_DEFAULTS),
+    "ppo_old": dict(batch_size=32, **OLD_DEFAULTS, **_BASE),
+    "grpo_old": dict(batch_size=8, num_generations=4, advantage="grpo", **OLD_DEFAULTS, **_BASE),
 }
 LEARN_BUDGET_S = 60.0
 LEARN_SEEDS = (0, 1, 2)  # one 60 s run's J/J* moves by about ±0.05 with the seed: report the mean and the range
 # after the budget each run is measured on fresh samples: this many per training prompt (32 prompts), as J*'s
 EVAL_PER_PROMPT = 32
 # `--only search`, pass 1 (screen): one seed each, scored by the last 5 training steps; each row changes flags of one
-# LEARN_RUNS entry (RunConfig's own defaults stay: every lesson's stored numbers depend on them). Then pass 2: the
-# defaults and the screen's best rows again with seeds 0, 1 and 2, each measured after the budget on fresh samples.
+# SEARCH_BASES entry (the defaults the search started from, before 2026-12-05; its results chose today's). Then pass 2:
+# those defaults and the screen's best rows again with seeds 0, 1 and 2, each measured after the budget on fresh
+# samples.
+SEARCH_BASES = {"ppo": LEARN_RUNS["ppo_old"], "grpo": LEARN_RUNS["grpo_old"]}
 SEARCH_SCREEN = [
     ("ppo", {}), ("ppo", {"learning_rate": 1e-3}), ("ppo", {"learning_rate": 6e-4}),
     ("grpo", {}), ("grpo", {"kl_in_loss": True}), ("ppo", {"batch_size": 64}), ("ppo", {"whiten_rewards": True}),
@@ -74,21 +83,6 @@ SEED_CANDIDATES = [
 ]
 SEARCH_SEEDS = [(base, {**changes, "seed": seed}) for base, changes in SEED_CANDIDATES for seed in (0, 1, 2)]
 SCREEN_JSON, SEEDS_JSON = DOCS / "bench_search.json", DOCS / "bench_search_seeds.json"
-# the best settings the search found (3 seeds each, docs/benchmarks.md), reported next to the defaults (ppo_best was
-# `make train_quick` until ppo_decay, below). What changed: one PPO epoch over one minibatch (4 x 2 by default) and
-# the learning rate
-BEST_RUNS = {
-    "ppo_best": {**LEARN_RUNS["ppo"], "learning_rate": 4e-4, "ppo_epochs": 1, "num_minibatches": 1},
-    "grpo_best": {**LEARN_RUNS["grpo"], "learning_rate": 6e-4, "ppo_epochs": 1, "num_minibatches": 1},
-}
-# lesson 06's capstone settings (rlhf_nb.course.experiments.CAPSTONE_RUN) as 60-second runs: 200 steps of 64
-# completions fit the budget, and the learning rate decays linearly to 0 over them (a decay needs the run's length,
-# so these runs have one: steps_per_epoch 200 instead of "until the budget"). ppo_decay is `make train_quick`
-_DECAY = dict(learning_rate=1e-3, lr_decay="linear", ppo_epochs=1, num_minibatches=1, steps_per_epoch=200)
-BEST_RUNS.update({
-    "ppo_decay": {**LEARN_RUNS["ppo"], **_DECAY, "batch_size": 64, "vf_coef": 1.0},
-    "grpo_decay": {**LEARN_RUNS["grpo"], **_DECAY, "batch_size": 16},
-})
 # base-policy samples behind J* (the KL-regularised optimum of rlhf_nb.optimum), n/32 per training prompt
 OPTIMUM_N = 4096
 FRONTIER_BETAS = (0.02, 0.03, 0.05, 0.1)
@@ -251,7 +245,7 @@ def run_search(budget_s: float, j_star: float, rows, path: Path) -> dict:
     done.update(budget_s=budget_s, j_star=j_star, beta=BETA)
     runs = done.setdefault("runs", {})
     for base, changes in rows:
-        flags = {**LEARN_RUNS[base], **changes}
+        flags = {**SEARCH_BASES[base], **changes}
         key = search_key(base, changes)
         if key in runs:
             continue
@@ -337,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         run_search(args.budget_s, j_star, SEARCH_SCREEN, SCREEN_JSON)
         run_search(args.budget_s, j_star, SEARCH_SEEDS, SEEDS_JSON)
     if "learn" in parts:
-        runs = {**LEARN_RUNS, **BEST_RUNS}
+        runs = LEARN_RUNS
+        for key in [k for k in results if k.startswith("learn_")]:  # rows of an older run set must not linger
+            results.pop(key)
         results["budget_s"], results["learn_seeds"] = args.budget_s, args.seeds
         until_budget = ("steps_per_epoch", _BASE["steps_per_epoch"])  # a run length is shown only where a run has one
         results["learn_flags"] = {name: " ".join(f"--{k} {v}" for k, v in flags.items()
