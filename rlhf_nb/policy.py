@@ -44,8 +44,10 @@ def from_pretrained(cls, name: str | None, **kwargs):
     path = resolve_model_path(name)
     local = Path(path).is_dir()
     try:
-        if local or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if local:
             return cls.from_pretrained(path, **kwargs)
+        if os.environ.get("HF_HUB_OFFLINE") == "1":  # said outright: huggingface_hub reads the variable once, at
+            return cls.from_pretrained(path, local_files_only=True, **kwargs)  # import, and may have missed it
         try:
             return cls.from_pretrained(path, local_files_only=True, **kwargs)  # a filled cache needs no network
         except OSError:

@@ -146,3 +146,15 @@ def test_sample_with_kl_is_k1_summed_over_each_completion(policy_and_tokenizer):
         assert torch.allclose(kl, want) and not torch.equal(kl, torch.zeros(2))
     finally:
         model.load_state_dict(ref.state_dict())
+
+
+def test_hf_hub_offline_set_after_import_still_means_no_network(monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE once, when it is imported; a notebook or test that sets it later must
+    still get local files only, not a minute of retries against an unreachable hub."""
+    import huggingface_hub  # noqa: F401  (imported before the variable is set, as in a long-lived kernel)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="--model embedded"):
+        load_policy("gpt2")
+    assert time.perf_counter() - t0 < 30
