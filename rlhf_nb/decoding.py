@@ -21,7 +21,9 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Positions count real tokens only, so a left-padded prompt starts at position 0 (as policy.position_ids_from_mask)."""
+    """Positions count real tokens only, so a left-padded prompt starts at position 0: the formula of
+    policy.position_ids_from_mask, which scores tokens. Sampling keeps its own name for it, so that lesson 10's
+    `no_position_ids` fault (it patches the scoring one) breaks scoring only, as the bug it shows did."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
