@@ -408,7 +408,12 @@ def render_speed(r: dict[str, Any]) -> list[str]:
              f"same steps. The limit is FLOPs ÷ this CPU's best one-thread fp32 matmul rate on the loop's own shapes, "
              f"measured in the same run: **{peak['peak']:.0f} GFLOP/s** "
              f"({', '.join(f'{k}: {v:.0f}' for k, v in peak['gflops'].items())})."]
-    for name, title in (("ppo", "PPO with RunConfig's defaults (batch 32, 12 new tokens, 4 epochs × 2 minibatches)"),
+    from ..config import RunConfig
+
+    d = RunConfig()
+    passes = "one pass over one minibatch" if d.ppo_epochs * d.num_minibatches == 1 else \
+        f"{d.ppo_epochs} epochs × {d.num_minibatches} minibatches"
+    for name, title in (("ppo", f"PPO with RunConfig's defaults (batch {d.batch_size}, {d.max_new_tokens} new tokens, {passes})"),
                         ("grpo", "GRPO on `BENCH_SETTINGS` (8 prompts × 8 generations, 8 new tokens, one pass)")):
         e = r[name]["efficiency"]
         lines += ["", f"**{title}**", "", "| stage | GFLOP | CPU s | GFLOP/s | of peak | × its limit |",
