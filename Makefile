@@ -68,11 +68,11 @@ reward-model: $(STAMP)  ## retrain the reward model from simulated preferences (
 proxies: $(STAMP)  ## lesson 08's proxy reward models on gold-labelled pairs (rlhf_nb/assets/proxy-rm-*; ~2 CPU min)
 	$(PY) -m rlhf_nb.tools.build_proxies
 
-overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~75 CPU min)
+overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~50 CPU min)
 	$(PY) -m rlhf_nb.tools.overopt_sweep --jobs $(OVEROPT_JOBS)
 
 .PHONY: capstone
-capstone: $(STAMP)  ## lesson 06's beta sweep and its critic/baseline variants, run to the optimum (rlhf_nb/assets/capstone-sweep.json; ~21 CPU min)
+capstone: $(STAMP)  ## lesson 06's beta sweep and its critic/baseline variants, run to the optimum (rlhf_nb/assets/capstone-sweep.json; ~15 CPU min)
 	$(PY) -m rlhf_nb.tools.capstone_sweep --jobs $(OVEROPT_JOBS)
 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
@@ -91,7 +91,7 @@ train_full: $(STAMP)  ## several minutes, adaptive KL
 dpo_smoke: $(STAMP)  ## one DPO epoch on lesson 08's 1,000 preference pairs, standard run folder (< 30 s)
 	$(PY) -m rlhf_nb.dpo --seed 0 --epochs 1 --batch_size 64 --eval_samples 64 --save_every 8 --out $(TRAIN_OUT)
 
-dpo_compare: $(STAMP)  ## DPO vs SFT vs reward model + PPO on the same pairs, by gold at matched KL (rlhf_nb/assets/dpo-vs-ppo.json; ~25 CPU min)
+dpo_compare: $(STAMP)  ## DPO vs SFT vs reward model + PPO on the same pairs, by gold at matched KL (rlhf_nb/assets/dpo-vs-ppo.json; ~17 CPU min)
 	$(PY) -m rlhf_nb.tools.dpo_vs_ppo
 
 tensorboard: $(STAMP)  ## TensorBoard over runs/

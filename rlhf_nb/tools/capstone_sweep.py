@@ -6,7 +6,7 @@ SWEEP_BETAS × every seed of SWEEP_SEEDS; the variants change one thing at β = 
 itself, so the numbers do not depend on --jobs or on the order the runs finish in; lesson 06 re-runs one of them live
 and checks that it matches the file to the last stored digit.
 
-    python -m rlhf_nb.tools.capstone_sweep --jobs 2     # make capstone (about 21 CPU minutes, half that in wall time)
+    python -m rlhf_nb.tools.capstone_sweep --jobs 2     # make capstone (about 15 CPU minutes, half that in wall time)
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ prompt 8 times, 12 tokens, T = 1), KL(π‖ρ) by k1 on those samples, and their
 is seeded by `measurement_seed(seed)`, the same for every method at a seed. DPO and SFT are measured at each epoch's
 end; PPO at the steps of `ppo_eval_at`. Three seeds per setting.
 
-    python -m rlhf_nb.tools.dpo_vs_ppo            # about 25 CPU minutes on one thread
+    python -m rlhf_nb.tools.dpo_vs_ppo            # about 17 CPU minutes on one thread
 """
 from __future__ import annotations
 
