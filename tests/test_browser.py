@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from rlhf_nb.course.experiments import LESSON_RUN
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "06_training_loop.ipynb"
 CHROMIUM = "/usr/bin/chromium"
@@ -200,7 +202,8 @@ def test_kl_slider_and_run_redraw_the_curve(lab):
             # the second run is drawn over the first: the legend names both curves, oldest first
             curves = [c.strip() for c in panel.locator(".rlhf-legend .rlhf-curve").all_inner_texts()]
             assert len(curves) == 2, curves
-            assert curves[0].startswith("β=0.05 B=16") and curves[1].startswith("β=0.06 B=16"), curves
+            B = LESSON_RUN["batch_size"]
+            assert curves[0].startswith(f"β=0.05 B={B}") and curves[1].startswith(f"β=0.06 B={B}"), curves
             if os.environ.get("RLHF_NB_BROWSER_SCREENSHOT"):  # a picture of the passing state, for a human to look at
                 panel.screenshot(path=os.environ["RLHF_NB_BROWSER_SCREENSHOT"])
         except BaseException:
