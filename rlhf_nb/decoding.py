@@ -11,6 +11,8 @@ calls it once for the prompt and once per new token. Two implementations, the sa
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable
 
 import torch
@@ -18,6 +20,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@functools.lru_cache(maxsize=None)
+def forward_params(cls: type) -> frozenset[str]:
+    """The keyword arguments a model class's forward takes (transformers renames some between releases)."""
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_kwarg(lm: nn.Module) -> str:
+    """transformers >= 5.2x names the KV cache `cache`; older releases call it `past_key_values`."""
+    return "cache" if "cache" in forward_params(type(lm)) else "past_key_values"
+
+
+def keep_kwarg(lm: nn.Module, logits_to_keep: int) -> dict:
+    """{'logits_to_keep': n}: the LM head runs on the last n columns only (n = 0: all, or a model without the option).
+
+    Each logit row is its own dot products, so the kept rows are the same numbers to the bit; only use it without
+    grad, since the head's weight gradient sums over rows and fewer rows would change that sum's rounding."""
+    takes = "logits_to_keep" in forward_params(type(lm))
+    return {"logits_to_keep": logits_to_keep} if logits_to_keep and takes else {}
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -31,10 +53,8 @@ class HFStep:
     """The model's own forward with its KV cache; the LM head runs on the last column only."""
 
     def __init__(self, lm: nn.Module):
-        from .policy import _cache_kwarg, _keep_kwarg
-
         self.lm, self.past = lm, None
-        self.cache_arg, self.keep = _cache_kwarg(lm), _keep_kwarg(lm, 1)
+        self.cache_arg, self.keep = cache_kwarg(lm), keep_kwarg(lm, 1)
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids: (B, q) new columns; mask: (B, n + q) the attention mask of every column so far -> (B, V)."""

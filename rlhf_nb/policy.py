@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .decoding import next_token_logits
+from .decoding import keep_kwarg, next_token_logits
 
 EMBEDDED = "embedded"
 
@@ -179,7 +177,7 @@ class PolicyWithValue(nn.Module):
         """(logits, values); logits_to_keep > 0: logits of the last that many columns only (values of all)."""
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
                       position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True,
-                      **_keep_kwarg(self.lm, logits_to_keep))
+                      **keep_kwarg(self.lm, logits_to_keep))
         return out.logits, self.value_head(out.hidden_states[-1])
 
 
@@ -216,25 +214,6 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     return logits
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_params(cls: type) -> frozenset[str]:
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
-def _cache_kwarg(lm: nn.Module) -> str:
-    """transformers >= 5.2x names the KV cache `cache`; older releases call it `past_key_values`."""
-    return "cache" if "cache" in _forward_params(type(lm)) else "past_key_values"
-
-
-def _keep_kwarg(lm: nn.Module, logits_to_keep: int) -> dict:
-    """{'logits_to_keep': n}: the LM head runs on the last n columns only (n = 0: all, or a model without the option).
-
-    Each logit row is its own dot products, so the kept rows are the same numbers to the bit; only use it without
-    grad, since the head's weight gradient sums over rows and fewer rows would change that sum's rounding."""
-    takes = "logits_to_keep" in _forward_params(type(lm))
-    return {"logits_to_keep": logits_to_keep} if logits_to_keep and takes else {}
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

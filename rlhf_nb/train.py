@@ -28,7 +28,8 @@ import torch  # noqa: E402 (the guard above must run first)
 from .advantages import compute_gae, group_advantages, per_token_rewards, whiten_advantages, whiten_rewards  # noqa: E402
 from .checkpoints import (CheckpointError, CheckpointWriteError, checkpoint_bytes, describe_write_error,  # noqa: E402
                           load_checkpoint, save_checkpoint)
-from .config import RESUME_OVERRIDABLE, ConfigError, RunConfig, check_output_writable, config_from_args, silence  # noqa: E402,F401
+from .cli import config_from_args  # noqa: E402
+from .config import RESUME_OVERRIDABLE, ConfigError, RunConfig, check_output_writable, silence  # noqa: E402,F401
 from .corpus import PROMPTS
 from .diagnostics import Diagnostics
 from .gold import get_gold

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf_nb.config import ConfigError, RunConfig, build_parser, config_from_args
+from rlhf_nb.cli import config_from_args
+from rlhf_nb.config import ConfigError, RunConfig, build_parser
 
 
 def test_defaults_are_valid():

@@ -102,7 +102,7 @@ def write_report(r: dict, path: Path) -> None:
     if r.get("speed"):
         from .bench_speed import render_speed
 
-        lines += ["", *render_speed(r["speed"])]
+        lines += ["", *render_speed(r["speed"], notes=hand_notes("speed_notes.md"))]
     if r.get("dpo"):
         from .bench_dpo import render_dpo
 

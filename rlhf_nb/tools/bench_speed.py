@@ -29,7 +29,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .bench_report import hand_notes
 
 SEED = 31
 STAGES = ("rollout", "score", "forward", "update")  # ppo_step's stages 1, 2, 3 and 6; the rest is "other"
@@ -399,8 +398,9 @@ def _cores() -> int:
     return all_cores()
 
 
-def render_speed(r: dict[str, Any]) -> list[str]:
-    """The markdown of the speed section, from speed_section's result (e.g. re-read from benchmarks.json)."""
+def render_speed(r: dict[str, Any], notes: list[str] = ()) -> list[str]:
+    """The markdown of the speed section, from speed_section's result (e.g. re-read from benchmarks.json); `notes`:
+    the hand-written reading that bench_report appends (docs/speed_notes.md, as report lines)."""
     peak = r["peak"]
     lines = ["## Speed: the step against this CPU's arithmetic limit", "",
              f"CPU seconds of one torch thread (≈ wall seconds on a quiet machine), medians over "
@@ -460,7 +460,7 @@ def render_speed(r: dict[str, Any]) -> list[str]:
                  "(float sums split over threads round differently), which is why the notebooks stay at one thread.")
     lines += _growth_lines(r["growth"])
     lines += ["", "On CUDA: unmeasured (no GPU on this machine); `--device cuda` runs the same loop.", ""]
-    lines += [*hand_notes("speed_notes.md")[1:], ""]  # the reading of the profile and the levers tried, by hand
+    lines += [*list(notes)[1:], ""]  # the reading of the profile and the levers tried, by hand (bench_report)
     return lines
 
 
