@@ -223,6 +223,23 @@ def check_output_writable(out: str | os.PathLike) -> None:
                           f"({e.strerror or e})") from None
 
 
+def check_file_writable(path: str | os.PathLike, flag: str) -> None:
+    """A tool's output file (`flag` names it in the message) can be written: its folder exists and takes a file.
+    Checked before any work, so a long run is not lost at its last write."""
+    target = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise ConfigError(f"{flag} {os.fspath(path)!r} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{flag} {os.fspath(path)!r}: no folder {folder!r} to write it in")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rlhf_nb-probe-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"{flag} {os.fspath(path)!r} is not writable ({e.strerror or e})") from None
+
+
 def _parse_bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"):
         return True
@@ -231,8 +248,9 @@ def _parse_bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Errors are one line naming the flag (no usage dump); `--help` still shows everything."""
+class OneLineParser(argparse.ArgumentParser):
+    """Errors are one line naming the flag (no usage dump), exit 2; `--help` still shows everything. Every
+    command of the package (the trainers and every tool) parses its flags with it."""
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see --help)\n")
@@ -251,7 +269,7 @@ def build_parser(prog: str = "python -m rlhf_nb.train", only_given: bool = False
 
     Flags must be spelled in full (`--batch 8` is an error, not --batch_size). With only_given, the namespace holds
     just the flags on the command line, as argparse read them (how --resume tells what the user changed)."""
-    p = _OneLineParser(prog=prog, description=description, epilog=EXIT_STATUS_HELP, formatter_class=_HelpFormatter,
+    p = OneLineParser(prog=prog, description=description, epilog=EXIT_STATUS_HELP, formatter_class=_HelpFormatter,
                        allow_abbrev=False)
     for f in fields(cls or RunConfig):
         m, typ, flag = f.metadata, _base_type(f), f"--{f.name}"

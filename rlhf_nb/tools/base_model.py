@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import OneLineParser
 from ..corpus import build_corpus, get_prompts, matches_template
 
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-gpt2-reviews"
@@ -221,7 +222,7 @@ def quality_report(n: int = 256, seed: int = 0, path: str | Path = EMBEDDED_MODE
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="python -m rlhf_nb.tools.base_model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=EMBEDDED_MODEL_DIR, help="where to save (default: the embedded dir)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=BaseModelArgs.steps)

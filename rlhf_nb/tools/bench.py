@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..config import OneLineParser
 from .bench_report import search_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,7 +299,7 @@ PARTS = ("train_smoke", "learn", "smoke", "notebooks", "trl", "speed", "dpo")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.bench", description=__doc__)
+    p = OneLineParser(prog="python -m rlhf_nb.tools.bench", description=__doc__)
     p.add_argument("--child", choices=["learn"], help=argparse.SUPPRESS)
     p.add_argument("--child_out", help=argparse.SUPPRESS)
     p.add_argument("--budget_s", type=float, default=LEARN_BUDGET_S, help="CPU seconds of training per learning run")

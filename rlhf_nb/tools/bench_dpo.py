@@ -1,9 +1,12 @@
 """`make bench`'s DPO rows: one rlhf_nb DPO step against one TRL DPOTrainer step on identical settings, in one run."""
 from __future__ import annotations
 
+import json
 import resource
+import sys
 import time
 
+from ..config import OneLineParser
 from ..dpo import DPOConfig, dpo_step, setup
 
 
@@ -49,3 +52,20 @@ def render_dpo(r: dict) -> list[str]:
             f"| CPU s per step | {r['ours_step_cpu_s']:.3f} | {r['trl_step_cpu_s']:.3f} | **{r['ratio']:.2f}** (target ≤ 1.0) |",
             f"| tokens / s | {r['ours_tokens_per_s']:.0f} | {r['trl_tokens_per_s']:.0f} | |",
             f"| peak RSS, both in one process | {r['peak_rss_mb']:.0f} MB | | |", ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rlhf_nb.tools.bench_dpo`: the DPO rows alone, printed as JSON (`make bench` writes them to docs)."""
+    p = OneLineParser(prog="python -m rlhf_nb.tools.bench_dpo", description=bench_dpo_vs_trl.__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20, help="timed steps of each system (>= 1)")
+    p.add_argument("--batch_size", type=int, default=32, help="pairs per step (>= 1)")
+    a = p.parse_args(argv)
+    for flag, v in (("--steps", a.steps), ("--batch_size", a.batch_size)):
+        if v < 1:
+            p.error(f"{flag} must be >= 1, got {v}")
+    print(json.dumps(bench_dpo_vs_trl(steps=a.steps, batch_size=a.batch_size), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,11 @@
 """Render the results of `make bench` as docs/benchmarks.md."""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+
+from ..config import OneLineParser
 
 TARGETS = {
     "train_smoke_s": ("`make train_smoke` (end to end, incl. Python start)", 30.0, "≤"),
@@ -214,3 +218,31 @@ def _search_section(screen: dict, seeds: dict | None, star: dict, beta: float) -
                          f"{col('eval_kl', 2)} | {col('eval_j_ratio', 2)} |")
     lines += hand_notes("bench_search_notes.md")  # the reading of the tables, written by hand after the search
     return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rlhf_nb.tools.bench_report`: render docs/benchmarks.md again from docs/benchmarks.json (and the search
+    files), without measuring anything: after editing a hand-written note, for example."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    p = OneLineParser(prog="python -m rlhf_nb.tools.bench_report", description=main.__doc__.splitlines()[0])
+    p.add_argument("--json", default=str(docs / "benchmarks.json"), help="the results `make bench` wrote")
+    p.add_argument("--out", default=str(docs / "benchmarks.md"), help="the report to write")
+    a = p.parse_args(argv)
+    try:
+        r = json.loads(Path(a.json).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        p.error(f"--json: cannot read {a.json} as JSON ({type(e).__name__})")
+    if not isinstance(r, dict) or "machine" not in r:
+        p.error(f"--json: {a.json} is not a `make bench` result (no 'machine' entry)")
+    if not Path(a.out).parent.is_dir():
+        p.error(f"--out: no folder {Path(a.out).parent}")
+    for key, name in (("search", "bench_search.json"), ("search_seeds", "bench_search_seeds.json")):
+        if (docs / name).exists():
+            r[key] = json.loads((docs / name).read_text())
+    write_report(r, Path(a.out))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..config import ConfigError, OneLineParser, check_file_writable
+
 
 SEED = 31
 STAGES = ("rollout", "score", "forward", "update")  # ppo_step's stages 1, 2, 3 and 6; the rest is "other"
@@ -501,13 +503,18 @@ def _growth_lines(g: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.bench_speed", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m rlhf_nb.tools.bench_speed", description=__doc__.splitlines()[0])
     p.add_argument("--child", choices=["threads", "growth"], help=argparse.SUPPRESS)
     p.add_argument("--child_out", help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="fewer steps, a short growth table (checks the tool only)")
     p.add_argument("--json_out", help="write the result here")
     p.add_argument("--only", choices=["growth", "threads"], help="measure one part and print its JSON")
     a = p.parse_args(argv)
+    if a.json_out:
+        try:
+            check_file_writable(a.json_out, "--json_out")
+        except ConfigError as e:
+            p.error(str(e))
     if a.child:
         _child(a.child, json.loads(os.environ["RLHF_NB_SPEED_SPEC"]), Path(a.child_out))
         return 0

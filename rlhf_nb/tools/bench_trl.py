@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bridges.trl import ours_rows, quiet_trainer, trl_rows
-from ..config import RunConfig
+from ..config import ConfigError, OneLineParser, RunConfig, check_file_writable
 from ..course.plots import LABELS, plot_comparison
 
 
@@ -255,9 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "_child":
         _child(*argv[1:4])
         return
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.bench_trl", description=compare_grpo.__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m rlhf_nb.tools.bench_trl", description=compare_grpo.__doc__.splitlines()[0])
     for name, default in (("steps", 20), ("batch_size", 8), ("num_generations", 8), ("max_new_tokens", 8),
                           ("kl_coef", 0.05), ("learning_rate", 3e-4), ("seed", 0), ("time_budget_s", None),
                           ("ppo_epochs", 1), ("num_minibatches", 1), ("model", "embedded"), ("threads", 1)):
@@ -267,6 +265,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json_out", default=None, help="write the full result (histories included) to this file")
     a = vars(ap.parse_args(argv))
     markdown, json_out = a.pop("markdown"), a.pop("json_out")
+    try:  # RunConfig's ranges and messages, before either system loads a model
+        if json_out:
+            check_file_writable(json_out, "--json_out")
+        if a["steps"] < 1:
+            raise ConfigError(f"--steps must be >= 1, got {a['steps']}")
+        if a["time_budget_s"] is not None and not a["time_budget_s"] > 0:
+            raise ConfigError(f"--time_budget_s must be > 0 seconds, got {a['time_budget_s']:g}")
+        _cfg(a)  # the very RunConfig the benchmark runs
+        from ..policy import model_context_length
+        model_context_length(a["model"])  # a model that does not load fails here, in one line
+    except (ConfigError, OSError) as e:
+        ap.error(str(e))
     r = compare_grpo(**a)
     if json_out:
         Path(json_out).write_text(json.dumps(r, indent=1))

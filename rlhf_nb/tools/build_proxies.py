@@ -9,7 +9,6 @@ pairs a DPO lesson can reuse.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -17,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import ConfigError, OneLineParser, check_output_writable
 from ..gold import INVALID_SCORE, gold_text_scores
 from ..overopt import PROXY_SIZES, proxy_dir
 from ..policy import load_policy
@@ -52,7 +52,7 @@ class ProxyConfig:
 
 def parse_args(argv=None) -> ProxyConfig:
     """A ProxyConfig from the command line; a bad value is one line naming the flag, before any work."""
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.build_proxies", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m rlhf_nb.tools.build_proxies", description=__doc__.splitlines()[0])
     for f in dataclasses.fields(ProxyConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "sizes":
@@ -65,8 +65,12 @@ def parse_args(argv=None) -> ProxyConfig:
             p.exit(2, f"error: --{k.replace('_', '-')} must be >= 1, got {getattr(cfg, k)}\n")
     if any(s < 1 for s in cfg.sizes) or len(set(cfg.sizes)) != len(cfg.sizes):
         p.exit(2, f"error: --sizes must be distinct ints >= 1, got {cfg.sizes}\n")
-    if cfg.lr <= 0 or cfg.temperature < 0:
+    if not (cfg.lr > 0 and cfg.temperature >= 0) or not math.isfinite(cfg.lr + cfg.temperature):
         p.exit(2, f"error: --lr must be > 0 and --temperature >= 0, got {cfg.lr} and {cfg.temperature}\n")
+    try:
+        check_output_writable(cfg.out_root)
+    except ConfigError as e:
+        p.exit(2, f"error: {str(e).replace('--out ', '--out-root ', 1)}\n")
     return cfg
 
 

@@ -1,14 +1,15 @@
 """`make reward-model`: rebuild the committed reward model (rlhf_nb/assets/reward-model/) from simulated preferences."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..policy import load_policy
+from ..config import ConfigError, OneLineParser, check_output_writable
+from ..policy import load_policy, model_context_length
 from ..reward_model import (DEFAULT_DIR, evaluate, reward_scores, save_reward_model, set_offset, simulate_preferences,
                             train_reward_model)
 
@@ -39,15 +40,25 @@ class RewardModelConfig:
 
 def parse_args(argv=None) -> RewardModelConfig:
     """A RewardModelConfig from the command line; flags and defaults come from the dataclass."""
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.build_reward_model", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m rlhf_nb.tools.build_reward_model", description=__doc__.splitlines()[0])
     for f in dataclasses.fields(RewardModelConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     cfg = RewardModelConfig(**vars(p.parse_args(argv)))
-    for k in ("n_pairs", "n_eval_pairs", "max_new_tokens", "epochs", "batch_size"):
+    for k in ("n_pairs", "n_eval_pairs", "max_new_tokens", "epochs", "batch_size"):  # one line each, before any work
         if getattr(cfg, k) < 1:
-            raise ValueError(f"{k} must be >= 1, got {getattr(cfg, k)}")
-    if cfg.lr <= 0 or cfg.temperature < 0:
-        raise ValueError("lr must be > 0 and temperature >= 0")
+            p.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(cfg, k)}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        p.error(f"--lr must be a finite number > 0, got {cfg.lr:g}")
+    if not (cfg.temperature >= 0 and math.isfinite(cfg.temperature)):
+        p.error(f"--temperature must be a finite number >= 0, got {cfg.temperature:g}")
+    context = model_context_length(None)
+    if cfg.max_new_tokens >= context:
+        p.error(f"--max-new-tokens must leave room for the prompt in the model's {context}-token context, "
+                f"got {cfg.max_new_tokens}")
+    try:
+        check_output_writable(cfg.out_dir)
+    except ConfigError as e:
+        p.error(str(e).replace("--out ", "--out-dir ", 1))
     return cfg
 
 

@@ -18,6 +18,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from ..config import OneLineParser
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
                                   SWEEP_SEEDS, result_to_dict, run_settings)
 from ..runlog import write_json_atomically
@@ -39,7 +40,7 @@ def one_run(job: tuple[str, float, int, dict]) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.capstone_sweep", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m rlhf_nb.tools.capstone_sweep", description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1, help="processes running the runs side by side (1 to 64)")
     p.add_argument("--out", default=str(CAPSTONE_PATH), help="the JSON to write (replaced atomically at the end)")
     args = p.parse_args(argv)

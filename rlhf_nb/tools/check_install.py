@@ -4,8 +4,11 @@ from __future__ import annotations
 import sys
 import time
 
+from ..config import OneLineParser
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
+    OneLineParser(prog="python -m rlhf_nb.tools.check_install", description=__doc__).parse_args(argv)  # no flags
     t0 = time.perf_counter()
     import torch
     import transformers

@@ -11,12 +11,12 @@ end; PPO at the steps of `ppo_eval_at`. Three seeds per setting.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..config import ConfigError, OneLineParser, check_file_writable
 from ..dpo import ASSETS, DPOConfig, eval_prompts, load_pairs, measure_policy, measurement_seed
 
 OUT = ASSETS / "dpo-vs-ppo.json"
@@ -99,11 +99,15 @@ def reward_model_accuracy(pairs: str) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     from ..seeding import seed_everything
 
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.dpo_vs_ppo", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog="python -m rlhf_nb.tools.dpo_vs_ppo", description=__doc__.splitlines()[0],
                                 allow_abbrev=False)
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--quick", action="store_true", help="one seed, two settings each, 2 epochs / 20 steps (a check)")
     args = p.parse_args(argv)
+    try:  # about 17 CPU minutes of runs must not be lost at the final write
+        check_file_writable(args.out, "--out")
+    except ConfigError as e:
+        p.error(str(e))
     c = CompareConfig()
     if args.quick:
         c = CompareConfig(seeds=[0], dpo_betas=[0.1, 1.0], ppo_betas=[0.05], epochs=2, ppo_steps=20,

@@ -1,12 +1,13 @@
 """`make notebooks`: re-execute every notebook in order, in place, and store its outputs (for a deliberate change)."""
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+
+from ..config import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
@@ -39,7 +40,7 @@ def execute(path: Path, timeout: int = 600) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.notebooks", description=__doc__)
+    p = OneLineParser(prog="python -m rlhf_nb.tools.notebooks", description=__doc__)
     p.add_argument("names", nargs="*", help="notebook file names (default: all, in order)")
     args = p.parse_args(argv)
     known = {path.name: path for path in notebooks()}

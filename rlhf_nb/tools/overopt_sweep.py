@@ -10,7 +10,6 @@ docs/overoptimisation.md read the JSON; nothing in it is re-derived by hand.
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import json
@@ -20,7 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, OneLineParser, RunConfig
 from ..corpus import PROMPTS
 from ..overopt import (BON_NS, PROXY_SIZES, SWEEP_PATH, best_of_n_curve, load_proxy_metrics, proxy_dir, rl_curve,
                        sample_base, score_samples)
@@ -69,7 +68,7 @@ class SweepConfig:
 
 def parse_args(argv=None) -> SweepConfig:
     """A SweepConfig from the command line; a bad value is one line naming the flag, before any work."""
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.overopt_sweep", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m rlhf_nb.tools.overopt_sweep", description=__doc__.splitlines()[0])
     for f in dataclasses.fields(SweepConfig):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, (int, float, str)):
@@ -89,8 +88,8 @@ def parse_args(argv=None) -> SweepConfig:
         for b in cfg.kl_coefs:
             RunConfig(steps_per_epoch=cfg.steps, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                       learning_rate=cfg.learning_rate, kl_coef=b, **PPO_UPDATE)
-    except ConfigError as e:
-        p.exit(2, f"error: {e}\n")
+    except ConfigError as e:  # in this tool's own spelling: its --steps is RunConfig's --steps_per_epoch
+        p.exit(2, f"error: {str(e).replace('--steps_per_epoch', '--steps')}\n")
     if cfg.eval_every < 1:
         p.exit(2, f"error: --eval-every must be >= 1, got {cfg.eval_every}\n")
     if cfg.jobs < 1:

@@ -1,7 +1,6 @@
 """`make smoke`: run notebooks/00_smoke.ipynb headlessly with papermill into a fresh runs/run_*/ folder."""
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -9,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..config import ConfigError, OneLineParser, check_output_writable
 from ..runlog import new_run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,13 +99,17 @@ def _interrupted(run: dict) -> int:
 
 
 def _smoke(argv: list[str] | None, run: dict) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlhf_nb.tools.smoke", description=__doc__,
+    p = OneLineParser(prog="python -m rlhf_nb.tools.smoke", description=__doc__,
                                 epilog="defaults: see the parameters cell of notebooks/00_smoke.ipynb")
     types = {"int": int, "float": float, "str": str}
     for name, (typ, help_) in notebook_parameters().items():
         p.add_argument(f"--{name}", type=types.get(typ, str), default=None, help=help_)
     p.add_argument("--out", default=str(ROOT / "runs"), help="parent folder of the run folder")
     args = p.parse_args(argv)
+    try:  # the run folder's parent, before papermill starts a kernel
+        check_output_writable(args.out)
+    except ConfigError as e:
+        p.error(str(e))
 
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
