@@ -213,6 +213,26 @@ def _fmt(x: float) -> str:
     return f"{x:g}".replace("e+0", "e").replace("e-0", "e-")  # 1e+06 -> 1e6
 
 
+def _check_reward_model_config(config: "os.PathLike", name: str) -> None:
+    """A reward model's config.json names a sequence-classification head with one output; a policy folder (a run's
+    final/, the embedded model) names a language-model head. Read from JSON alone, before any model loads."""
+    import json
+
+    try:
+        cfg = json.loads(open(config, encoding="utf-8").read())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileNotFoundError(f"--reward_model {name!r}: {config} is not readable JSON ({type(e).__name__})") from None
+    if not isinstance(cfg, dict):
+        cfg = {}
+    archs = cfg.get("architectures") or []
+    labels = cfg.get("num_labels", len(cfg.get("id2label") or {}) or None)
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs) or labels not in (None, 1):
+        what = ", ".join(map(str, archs)) or "no architecture"
+        raise FileNotFoundError(f"--reward_model {name!r} is not a reward model: its config.json names {what} "
+                                f"(a reward model is a ...ForSequenceClassification with one output, as "
+                                f"rlhf_nb/assets/reward-model); a policy checkpoint goes to --model")
+
+
 def reward_model_dir(name: str | None) -> str | None:
     """RunConfig.reward_model as a folder: a path, or a name under rlhf_nb/assets (e.g. proxy-rm-1000); None stays None."""
     if name is None:
@@ -221,6 +241,7 @@ def reward_model_dir(name: str | None) -> str | None:
     assets = Path(__file__).resolve().parent / "assets"
     for p in (Path(name), assets / name):
         if (p / "config.json").is_file():
+            _check_reward_model_config(p / "config.json", name)
             return str(p)
     names = sorted(d.name for d in assets.iterdir()
                    if (d / "config.json").is_file() and "reward_offset" in (d / "config.json").read_text())

@@ -187,3 +187,23 @@ def test_reward_for_follows_the_config_reward_model():
     assert reward_for("learned").path is None  # the committed default
     with pytest.raises(FileNotFoundError, match="--reward_model"):
         reward_for("learned", "no-such-model")
+
+
+def test_a_policy_folder_as_reward_model_is_refused_before_the_run_folder_exists(tmp_path):
+    """A language model (here the embedded policy; a run's final/ is the same) is not a reward model: the CLI says so in
+    one line, exits 2 and creates nothing (it used to create the run folder and fail at step 1)."""
+    import subprocess
+    import sys
+
+    from rlhf_nb.policy import resolve_model_path
+    from rlhf_nb.rewards import reward_model_dir
+
+    policy = resolve_model_path("embedded")
+    with pytest.raises(FileNotFoundError, match="not a reward model.*GPT2LMHeadModel"):
+        reward_model_dir(policy)
+    assert reward_model_dir("proxy-rm-1000").endswith("proxy-rm-1000")  # a real one still resolves
+    out = tmp_path / "runs"
+    p = subprocess.run([sys.executable, "-m", "rlhf_nb.train", "--reward", "learned", "--reward_model", policy,
+                        "--steps_per_epoch", "1", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "not a reward model" in p.stderr
+    assert not out.exists()
