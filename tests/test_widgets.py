@@ -94,3 +94,12 @@ def test_real_run_through_the_panel():
     assert r is p.results[-1] and r.kl_coef == 0.2
     assert all(h["objective/kl_coef"] == 0.2 for h in r.history)
     assert bytes(p.figure.value).startswith(PNG_MAGIC) and "0.20" in p.readout.value
+
+
+@pytest.mark.parametrize("kwargs, named", [(dict(kl_coef=-1), "kl_coef"), (dict(kl_coef=float("nan")), "kl_coef"),
+                                           (dict(kl_coef=0.9), "kl_coef"), (dict(batch_size=1000), "batch_size"),
+                                           (dict(batch_size=8.5), "batch_size"), (dict(steps=0), "steps")])
+def test_a_bad_start_value_is_refused_not_clamped(kwargs, named):
+    """make_panel(kl_coef=-1) used to clamp to 0 without a word; nan or steps=0 gave a run() that returned None."""
+    with pytest.raises(ConfigError, match=named):
+        make_panel(**kwargs)

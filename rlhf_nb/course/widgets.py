@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 from typing import Any, Callable
 
 import ipywidgets as W
@@ -60,6 +61,18 @@ def legend_html(results: list[ExperimentResult]) -> str:
     return f"<ol class='rlhf-legend'>{items}</ol>"
 
 
+def check_panel_values(kl_coef: float, batch_size: int, steps: int) -> None:
+    """The panel's start values, refused with a ConfigError naming the parameter and its range: an ipywidgets slider
+    would otherwise clamp -1 to 0 (or keep nan) without a word, and the first Run would train something else."""
+    if not (isinstance(kl_coef, (int, float)) and math.isfinite(kl_coef) and KL_RANGE[0] <= kl_coef <= KL_RANGE[1]):
+        raise ConfigError(f"kl_coef must be in [{KL_RANGE[0]:g}, {KL_RANGE[1]:g}] (the slider's range), got {kl_coef!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not BATCH_RANGE[0] <= batch_size <= BATCH_RANGE[1]:
+        raise ConfigError(f"batch_size must be an int in [{BATCH_RANGE[0]}, {BATCH_RANGE[1]}] (the slider's range), "
+                          f"got {batch_size!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps must be an int >= 1, got {steps!r}")
+
+
 class TrainingPanel:
     """Sliders + Run button + readout + figure + samples table. `results` records every run, for tests and for you."""
 
@@ -67,6 +80,7 @@ class TrainingPanel:
                  steps: int = LESSON_RUN["steps"], seed: int = 0,
                  run_on_change: bool = False, run_fn: Callable[..., ExperimentResult] = run_experiment,
                  **overrides: Any) -> None:
+        check_panel_values(kl_coef, batch_size, steps)  # a slider would clamp a bad start value silently
         self.steps, self.seed, self.overrides, self.run_fn = steps, seed, overrides, run_fn
         self.results: list[ExperimentResult] = []
         self.kl_slider = W.FloatSlider(value=kl_coef, min=KL_RANGE[0], max=KL_RANGE[1], step=KL_RANGE[2],
