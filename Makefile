@@ -8,9 +8,12 @@ NB_SANITIZE := tests/nbval_sanitize.cfg
 # make test runs on this many cores (pytest-xdist; one torch thread each, so stored outputs reproduce); 0: in-process
 TEST_WORKERS ?= 2
 # smoke notebook parameters, e.g. make smoke SEED=1 KL=0.1 BATCH=8 STEPS=6; unset ones keep the defaults of the
-# notebook's `parameters` cell (notebooks/00_smoke.ipynb), the one place they live
-SMOKE_ARGS = $(if $(SEED),--seed $(SEED)) $(if $(KL),--kl_coef $(KL)) $(if $(BATCH),--batch_size $(BATCH)) \
-             $(if $(STEPS),--steps $(STEPS)) $(if $(REWARD),--reward $(REWARD))
+# notebook's `parameters` cell (notebooks/00_smoke.ipynb), the one place they live. Each value reaches the tool as one
+# shell-quoted argument, so SEED='1 --out x' is a bad --seed (one line, exit 2), not an extra flag
+shq = '$(subst ','\'',$(1))'
+SMOKE_ARGS = $(if $(SEED),--seed $(call shq,$(SEED))) $(if $(KL),--kl_coef $(call shq,$(KL))) \
+             $(if $(BATCH),--batch_size $(call shq,$(BATCH))) $(if $(STEPS),--steps $(call shq,$(STEPS))) \
+             $(if $(REWARD),--reward $(call shq,$(REWARD)))
 TRAIN_OUT ?= runs
 # an extra package index for torch, used only when set. On Linux (and WSL) torch from PyPI is the CUDA build (a few GB
 # of CUDA libraries); PyTorch's CPU index has the ~190 MB CPU wheel, which pip prefers (2.13.0+cpu sorts above 2.13.0):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,16 @@ def test_bad_parameter_fails_fast_and_writes_only_the_failed_notebook(tmp_path, 
     assert line in p.stderr
     (run,) = list(tmp_path.iterdir())
     assert [x.name for x in run.iterdir()] == ["smoke.ipynb"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_make_variable_cannot_smuggle_in_a_flag(tmp_path):
+    """SEED='1 --out DIR' reaches the tool as one bad --seed value (one line, exit 2), not as an extra --out."""
+    target = tmp_path / "elsewhere"
+    p = subprocess.run(["make", "--no-print-directory", "smoke", f"SEED=1 --out {target}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "argument --seed: invalid int value" in p.stderr, p.stderr
+    assert not target.exists()
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "smoke", "SEED=1' --out 'x"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert "--seed '1'\\'' --out '\\''x'" in dry.stdout  # a quote in the value is escaped, not a way out
