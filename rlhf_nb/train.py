@@ -285,6 +285,8 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
     finish the step and write final/; they stay caught until final/ is in place (see _install_signal_handlers)."""
     if write_run and run_dir is None:
         check_output_writable(cfg.out)  # before the model loads
+    elif write_run:
+        check_run_dir(run_dir)
     s = state or setup(cfg)
     last = None  # (checkpoint, step) the run can resume from
     if cfg.resume:
@@ -348,6 +350,17 @@ def train(cfg: RunConfig, callback: Callable[[int, dict, dict], None] | None = N
         _restore_signal_handlers(handlers)
     return TrainResult(history, run_dir, s, stop["why"] if s.step < cfg.total_steps else None, stop["signum"],
                        last[0] if last else None, warnings)
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """`run_dir` (the smoke notebook's out_dir) must be a folder that holds no run yet, or a path where one can be
+    made: refused with one line naming it before the model loads, never a FileExistsError from deep inside."""
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run_dir {str(path)!r} is a file; pass a fresh folder for the run")
+    if (path / "logs").exists():
+        raise ConfigError(f"run_dir {str(path)!r} already holds a run; pass a fresh folder (a run is never overwritten)")
+    check_output_writable(path)
 
 
 def _open_run(cfg: RunConfig, run_dir: str | Path | None) -> tuple[Path, RunLogger]:

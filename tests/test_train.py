@@ -236,3 +236,19 @@ def test_the_result_carries_the_warning_lines_the_run_printed(capsys):
     res = train(RunConfig(**{**TINY, "kl_coef": 0.0, "learning_rate": 0.05, "steps_per_epoch": 8}), write_run=False)
     printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlhf_nb warning")]
     assert printed and res.warnings == printed
+
+
+def test_a_run_dir_that_is_a_file_or_holds_a_run_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    """The smoke notebook's out_dir (papermill -p out_dir …) used to end in a raw FileExistsError."""
+    from rlhf_nb import train as train_mod
+    from rlhf_nb.config import ConfigError
+
+    monkeypatch.setattr(train_mod, "setup", lambda cfg: pytest.fail("set-up ran before run_dir was checked"))
+    cfg = RunConfig(steps_per_epoch=1, batch_size=2, progress=False)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="run_dir .* is a file"):
+        train_mod.train(cfg, run_dir=a_file)
+    (tmp_path / "used" / "logs").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_mod.train(cfg, run_dir=tmp_path / "used")
