@@ -174,6 +174,10 @@ def read_trainer_state(path: str | Path, config_cls: type = RunConfig, objects: 
         raise CheckpointError(f"{f} is not readable JSON ({_first_line(e)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{f} must hold a JSON object, got {type(state).__name__}")
+    other = _other_trainer(state, config_cls)
+    if other:
+        raise CheckpointError(f"--resume {str(path)!r} is a checkpoint of {other}; resume it with that trainer "
+                              f"(`python -m {other.split('(')[1].rstrip(')')} --resume …`)")
     for key, typ in (("step", int), ("config", dict), *((k, dict) for k in objects), ("rng", dict)):
         if key not in state:
             raise CheckpointError(f"{f} has no '{key}' entry")
@@ -191,6 +195,23 @@ def read_trainer_state(path: str | Path, config_cls: type = RunConfig, objects: 
     except ConfigError as e:
         raise CheckpointError(f"{f}: config: {e}") from None
     return state
+
+
+# a field each trainer's config has and the other's has not: how a checkpoint tells which trainer wrote it
+_TRAINER_MARKS = {"advantage": "the PPO trainer (rlhf_nb.train)", "pairs": "the DPO trainer (rlhf_nb.dpo)"}
+
+
+def _other_trainer(state: dict, config_cls: type) -> str | None:
+    """The other trainer's name when the checkpoint's config is clearly its (PPO's has --advantage, DPO's --pairs)
+    and `config_cls` is not; None otherwise (then the usual field-by-field checks speak)."""
+    cfg = state.get("config")
+    if not isinstance(cfg, dict):
+        return None
+    ours = {f.name for f in fields(config_cls)}
+    for mark, who in _TRAINER_MARKS.items():
+        if mark in cfg and mark not in ours:
+            return who
+    return None
 
 
 def load_checkpoint(path: str | Path, policy, optimizer: torch.optim.Optimizer | None,

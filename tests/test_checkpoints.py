@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import struct
@@ -256,3 +257,22 @@ def test_checkpoints_get_the_run_folder_s_permissions(base_run):
         assert stat.S_IMODE(ck.stat().st_mode) == dir_mode, ck
         for f in ck.iterdir():
             assert stat.S_IMODE(f.stat().st_mode) == file_mode, f
+
+
+@pytest.mark.parametrize("written_by, resumed_by", [("ppo", "dpo"), ("dpo", "ppo")])
+def test_a_checkpoint_of_the_other_trainer_is_named_as_such(tmp_path, written_by, resumed_by):
+    """Resuming a PPO checkpoint in DPO (or the reverse) used to blame 'another version, or edited' or a missing
+    kl_ctl; the message now says which trainer wrote it."""
+    import json
+
+    from rlhf_nb.config import RunConfig
+    from rlhf_nb.dpo import DPOConfig
+
+    cfg = RunConfig() if written_by == "ppo" else DPOConfig()
+    state = {"step": 1, "config": cfg.to_dict(), "rng": {}, **({"kl_ctl": {}} if written_by == "ppo" else {})}
+    (tmp_path / checkpoints.STATE_FILE).write_text(json.dumps(state))
+    cls, objects = (DPOConfig, ()) if resumed_by == "dpo" else (RunConfig, ("kl_ctl",))
+    name = "PPO trainer (rlhf_nb.train)" if written_by == "ppo" else "DPO trainer (rlhf_nb.dpo)"
+    with pytest.raises(checkpoints.CheckpointError, match=re.escape(name)):
+        checkpoints.read_trainer_state(tmp_path, cls, objects)
+    assert checkpoints.read_trainer_state(tmp_path, type(cfg), ("kl_ctl",) if written_by == "ppo" else ())["step"] == 1
