@@ -176,8 +176,9 @@ def read_trainer_state(path: str | Path, config_cls: type = RunConfig, objects: 
         raise CheckpointError(f"{f} must hold a JSON object, got {type(state).__name__}")
     other = _other_trainer(state, config_cls)
     if other:
-        raise CheckpointError(f"--resume {str(path)!r} is a checkpoint of {other}; resume it with that trainer "
-                              f"(`python -m {other.split('(')[1].rstrip(')')} --resume …`)")
+        who, module = other
+        raise CheckpointError(f"--resume {str(path)!r} is a checkpoint of {who} ({module}); resume it with that "
+                              f"trainer (`python -m {module} --resume …`)")
     for key, typ in (("step", int), ("config", dict), *((k, dict) for k in objects), ("rng", dict)):
         if key not in state:
             raise CheckpointError(f"{f} has no '{key}' entry")
@@ -198,11 +199,11 @@ def read_trainer_state(path: str | Path, config_cls: type = RunConfig, objects: 
 
 
 # a field each trainer's config has and the other's has not: how a checkpoint tells which trainer wrote it
-_TRAINER_MARKS = {"advantage": "the PPO trainer (rlhf_nb.train)", "pairs": "the DPO trainer (rlhf_nb.dpo)"}
+_TRAINER_MARKS = {"advantage": ("the PPO trainer", "rlhf_nb.train"), "pairs": ("the DPO trainer", "rlhf_nb.dpo")}
 
 
-def _other_trainer(state: dict, config_cls: type) -> str | None:
-    """The other trainer's name when the checkpoint's config is clearly its (PPO's has --advantage, DPO's --pairs)
+def _other_trainer(state: dict, config_cls: type) -> tuple[str, str] | None:
+    """(name, module) of the other trainer when the checkpoint's config is clearly its (PPO's has --advantage, DPO's --pairs)
     and `config_cls` is not; None otherwise (then the usual field-by-field checks speak)."""
     cfg = state.get("config")
     if not isinstance(cfg, dict):
