@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,15 +128,23 @@ def test_sigterm_while_final_is_written_in_a_real_process(tmp_path):
               "def slow(*a, **k):\n    real(*a, **k)\n    time.sleep(1.5)\ncheckpoints.save_file = slow\n"
               "from rlhf_nb.train import main\nsys.exit(main(sys.argv[1:]))\n")
     proc = subprocess.Popen([sys.executable, "-c", script, "--out", str(tmp_path), "--run_name", "r",
-                             "--steps_per_epoch", "2", *TINY_FLAGS], cwd=ROOT, stdout=subprocess.PIPE,
+                             "--steps_per_epoch", "2", *TINY_FLAGS], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("r/.final.tmp-*/value_head.safetensors")):
         time.sleep(0.01)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.1)
+    # Ctrl-C only once SIGTERM has been acknowledged: if both were pending together, Python would run the handlers
+    # in signal-number order (SIGINT first), whatever order they were sent in.
+    while time.time() < deadline and not any(line.startswith("SIGTERM") for line in lines):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    err = "".join(lines)
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert read_trainer_state(tmp_path / "r" / "final")["step"] == 2 and not list((tmp_path / "r").glob(".*"))
 
