@@ -9,16 +9,13 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 REWARD_CHOICES = ("sentiment", "phrase", "length", "composite", "learned")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 ADVANTAGE_CHOICES = ("gae", "grpo", "rloo")
 KL_ESTIMATOR_CHOICES = ("k1", "k2", "k3")
 LR_DECAY_CHOICES = ("constant", "linear", "cosine")
-# flags that may change when resuming (how long and where to run); everything else must match the checkpoint
-RESUME_OVERRIDABLE = ("epochs", "steps_per_epoch", "max_minutes", "out", "run_name", "save_every", "progress",
-                      "device", "log_samples", "resume", "threads")
 RUN_NAME_MAX_BYTES = 200  # file systems allow 255 per name; leave room for the _N suffix of a taken name
 GOLD_CHOICES = ("auto", "gold", "none")  # what --gold logs; rlhf_nb.gold.get_gold resolves auto
 
@@ -27,83 +24,147 @@ class ConfigError(ValueError):
     """A config value out of its allowed range; the message names the flag."""
 
 
-def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
-       choices: tuple[str, ...] | None = None, nullable: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices, "nullable": nullable})
+def option(default: Any, help: str, lo: float | None = None, hi: float | None = None,
+           choices: tuple[str, ...] | None = None, nullable: bool = False, hidden: bool = False,
+           positional: bool = False) -> Any:
+    """A config field with what its flag needs: help, allowed range [lo, hi] or choices, whether None is allowed.
+
+    hidden: not shown in --help (a tool's internal flag); positional: given without a flag name (a list of names)."""
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices, "nullable": nullable,
+                                            "hidden": hidden, "positional": positional})
 
 
 @dataclass
-class RunConfig:
-    """Everything a training run needs; defaults suit the embedded tiny GPT-2 on a laptop CPU."""
-
-    # --- run ---
-    seed: int = _f(0, "one seed fixes prompts, sampling, minibatch order and initialisation", 0, 2**32 - 1)
-    device: str = _f("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
-    threads: int = _f(1, "CPU threads for torch (0: all cores); the same count reproduces the same numbers", 0, 256)
-    epochs: int = _f(1, "epochs; total PPO steps = epochs * steps_per_epoch", 1, 10_000)
-    steps_per_epoch: int = _f(200, "PPO steps (rollout + update) per epoch", 1, 100_000)
-    max_minutes: float | None = _f(None, "stop early (with a final checkpoint) after this many minutes", 0.01, 10_080, nullable=True)
-    out: str = _f("runs", "parent folder; each run gets a fresh runs/run_YYYYMMDD_HHMMSS/ (never overwritten)")
-    run_name: str | None = _f(None, "folder name under --out instead of run_YYYYMMDD_HHMMSS", nullable=True)
-    resume: str | None = _f(None, "checkpoint folder to resume from (…/checkpoints/step_N or …/final)", nullable=True)
-    save_every: int = _f(0, "write checkpoints/step_N every this many steps (0: only final/)", 0, 1_000_000)
-    log_samples: int = _f(4, "prompt/completion/reward rows written to samples.jsonl per step", 0, 1024)
-    progress: bool = _f(True, "show a tqdm progress bar (off inside notebooks)")
-
-    # --- model and reward ---
-    model: str = _f("embedded", "policy: 'embedded' (the kit's tiny GPT-2), a local HF folder, or a hub id like gpt2")
-    reward: str = _f("sentiment", "sequence score", choices=REWARD_CHOICES)
-    reward_model: str | None = _f(None, "--reward learned: a reward-model folder or a name under rlhf_nb/assets, e.g. "
-                                  "proxy-rm-1000 (default: the committed reward-model)", nullable=True)
-    gold: str = _f("auto", "true objective logged as objective/gold_scores: gold = VADER on reviews the corpus "
-                   "grammar accepts, else -1 (rlhf_nb.gold); auto = gold with --reward learned; none = off",
-                   choices=GOLD_CHOICES)
-
-    # --- rollout ---
-    batch_size: int = _f(64, "prompts per PPO step", 1, 4096)
-    num_generations: int = _f(1, "completions per prompt (grpo/rloo need >= 2)", 1, 256)
-    max_new_tokens: int = _f(12, "tokens sampled per completion (prompt + this must fit the model's context)", 1, 4096)
-    temperature: float = _f(1.0, "sampling temperature; log-probs use the same temperature", 0.01, 10.0)
-    top_k: int = _f(0, "sample from the k most likely tokens (0: off; training refuses it: log-probs are scored on the full distribution)", 0, 1_000_000)
-    top_p: float = _f(1.0, "nucleus sampling mass (1.0: off; training refuses < 1, as --top_k)", 0.01, 1.0)
-    missing_eos_penalty: float | None = _f(None, "subtract this from the score of completions with no EOS", 0.0, 100.0, nullable=True)
-
-    # --- KL penalty ---
-    kl_coef: float = _f(0.05, "beta: weight of the per-token KL penalty in the reward", 0.0, 10.0)
-    kl_estimator: str = _f("k1", "per-token KL estimator in the reward", choices=KL_ESTIMATOR_CHOICES)
-    kl_in_loss: bool = _f(False, "grpo/rloo: add beta*k3 per token to the loss (TRL's GRPO) instead of beta*sum(k1) to the score")
-    adaptive_kl: bool = _f(False, "adapt beta toward --target_kl (Ziegler et al. 2019)")
-    target_kl: float = _f(6.0, "target per-sequence KL (nats) for the adaptive controller", 0.001, 1000.0)
-    kl_horizon: int = _f(10_000, "horizon (episodes) of the adaptive controller", 1, 10_000_000)
-
-    # --- advantages ---
-    advantage: str = _f("gae", "gae: value head + GAE (PPO); grpo/rloo: group baseline, no value head", choices=ADVANTAGE_CHOICES)
-    gamma: float = _f(1.0, "discount", 0.0, 1.0)
-    lam: float = _f(0.95, "GAE lambda", 0.0, 1.0)
-    whiten_rewards: bool = _f(False, "whiten per-token rewards before GAE")
-
-    # --- PPO update ---
-    learning_rate: float = _f(1e-3, "Adam learning rate", 1e-8, 1.0)
-    lr_warmup_steps: int = _f(0, "raise the learning rate linearly from lr/N to lr over the first N PPO steps "
-                              "(Adam's first steps move every weight by about lr, whatever its gradient)", 0, 100_000)
-    lr_decay: str = _f("linear", "after the warm-up, lower the learning rate toward 0 at the last of epochs*steps_per_epoch "
-                       "steps (linear or cosine): fast early progress, small late steps", choices=LR_DECAY_CHOICES)
-    adam_eps: float = _f(1e-5, "Adam epsilon", 1e-12, 1e-2)
-    ppo_epochs: int = _f(1, "passes over each rollout batch", 1, 100)
-    num_minibatches: int = _f(1, "minibatches per PPO epoch", 1, 4096)
-    clip_range: float = _f(0.2, "PPO ratio clip epsilon", 0.001, 10.0)
-    clip_range_value: float = _f(0.2, "value clip epsilon", 0.001, 1000.0)
-    vf_coef: float = _f(1.0, "value loss weight", 0.0, 100.0)
-    ent_coef: float = _f(0.0, "entropy bonus weight", 0.0, 10.0)
-    max_grad_norm: float = _f(1.0, "gradient-norm clip", 0.001, 1000.0)
+class Options:
+    """The base of every config in the package (the trainers' and each tool's): fields made with `option()`, each
+    checked against its type and range on construction (ConfigError naming the flag), turned into a command line by
+    `rlhf_nb.cli.cli_from_dataclass`, and saved as JSON."""
 
     def __post_init__(self) -> None:
         self.validate()
 
+    def validate(self):
+        """Check every field against its range; raise ConfigError naming the flag. Subclasses add their own rules."""
+        check_fields(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class RunOptions(Options):
+    """The fields every trainer shares (rlhf_nb.run runs them all): seed, device, how long, where the run folder goes,
+    checkpoints, resume. A trainer's config extends it with its own algorithm's fields."""
+
+    # flags that may change on --resume (how long and where to run); everything else must match the checkpoint
+    RESUME_OVERRIDABLE: ClassVar[tuple[str, ...]] = ("epochs", "max_minutes", "out", "run_name", "save_every",
+                                                     "progress", "device", "resume", "threads")
+    CHECKPOINT_OBJECTS: ClassVar[tuple[str, ...]] = ()  # the trainer's own entries in trainer_state.json
+
+    # --- run ---
+    seed: int = option(0, "one seed fixes prompts, sampling, minibatch order and initialisation", 0, 2**32 - 1)
+    device: str = option("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
+    threads: int = option(1, "CPU threads for torch (0: all cores); the same count reproduces the same numbers", 0, 256)
+    epochs: int = option(1, "epochs: passes over the trainer's steps_per_epoch", 1, 10_000)
+    max_minutes: float | None = option(None, "stop early (with a final checkpoint) after this many minutes", 0.01,
+                                       10_080, nullable=True)
+    out: str = option("runs", "parent folder; each run gets a fresh runs/run_YYYYMMDD_HHMMSS/ (never overwritten)")
+    run_name: str | None = option(None, "folder name under --out instead of run_YYYYMMDD_HHMMSS", nullable=True)
+    resume: str | None = option(None, "checkpoint folder to resume from (…/checkpoints/step_N or …/final)",
+                                nullable=True)
+    save_every: int = option(0, "write checkpoints/step_N every this many steps (0: only final/)", 0, 1_000_000)
+    progress: bool = option(True, "show a tqdm progress bar (off inside notebooks)")
+    model: str = option("embedded", "policy: 'embedded' (the kit's tiny GPT-2), a local HF folder, or a hub id like gpt2")
+
+    def validate(self):
+        super().validate()
+        if not self.out or "\0" in self.out:
+            raise ConfigError(f"--out must be a folder path, got {self.out!r}")
+        if self.run_name is not None:
+            check_run_name(self.run_name)
+        return self
+
+    def check_resume_step(self, step: int) -> None:
+        """Refuse a --resume that leaves nothing to train, when the config alone knows the run's length."""
+
+
+@dataclass
+class RunConfig(RunOptions):
+    """Everything a training run needs; defaults suit the embedded tiny GPT-2 on a laptop CPU."""
+
+    RESUME_OVERRIDABLE: ClassVar[tuple[str, ...]] = (*RunOptions.RESUME_OVERRIDABLE, "steps_per_epoch", "log_samples")
+    CHECKPOINT_OBJECTS: ClassVar[tuple[str, ...]] = ("kl_ctl",)
+
+    # --- run (the rest: RunOptions) ---
+    epochs: int = option(1, "epochs; total PPO steps = epochs * steps_per_epoch", 1, 10_000)
+    steps_per_epoch: int = option(200, "PPO steps (rollout + update) per epoch", 1, 100_000)
+    log_samples: int = option(4, "prompt/completion/reward rows written to samples.jsonl per step", 0, 1024)
+
+    # --- model and reward (--model: RunOptions) ---
+    reward: str = option("sentiment", "sequence score", choices=REWARD_CHOICES)
+    reward_model: str | None = option(None, "--reward learned: a reward-model folder or a name under rlhf_nb/assets, e.g. "
+                                  "proxy-rm-1000 (default: the committed reward-model)", nullable=True)
+    gold: str = option("auto", "true objective logged as objective/gold_scores: gold = VADER on reviews the corpus "
+                   "grammar accepts, else -1 (rlhf_nb.gold); auto = gold with --reward learned; none = off",
+                   choices=GOLD_CHOICES)
+
+    # --- rollout ---
+    batch_size: int = option(64, "prompts per PPO step", 1, 4096)
+    num_generations: int = option(1, "completions per prompt (grpo/rloo need >= 2)", 1, 256)
+    max_new_tokens: int = option(12, "tokens sampled per completion (prompt + this must fit the model's context)", 1, 4096)
+    temperature: float = option(1.0, "sampling temperature; log-probs use the same temperature", 0.01, 10.0)
+    top_k: int = option(0, "sample from the k most likely tokens (0: off; training refuses it: log-probs are scored on the full distribution)", 0, 1_000_000)
+    top_p: float = option(1.0, "nucleus sampling mass (1.0: off; training refuses < 1, as --top_k)", 0.01, 1.0)
+    missing_eos_penalty: float | None = option(None, "subtract this from the score of completions with no EOS", 0.0, 100.0, nullable=True)
+
+    # --- KL penalty ---
+    kl_coef: float = option(0.05, "beta: weight of the per-token KL penalty in the reward", 0.0, 10.0)
+    kl_estimator: str = option("k1", "per-token KL estimator in the reward", choices=KL_ESTIMATOR_CHOICES)
+    kl_in_loss: bool = option(False, "grpo/rloo: add beta*k3 per token to the loss (TRL's GRPO) instead of beta*sum(k1) to the score")
+    adaptive_kl: bool = option(False, "adapt beta toward --target_kl (Ziegler et al. 2019)")
+    target_kl: float = option(6.0, "target per-sequence KL (nats) for the adaptive controller", 0.001, 1000.0)
+    kl_horizon: int = option(10_000, "horizon (episodes) of the adaptive controller", 1, 10_000_000)
+
+    # --- advantages ---
+    advantage: str = option("gae", "gae: value head + GAE (PPO); grpo/rloo: group baseline, no value head", choices=ADVANTAGE_CHOICES)
+    gamma: float = option(1.0, "discount", 0.0, 1.0)
+    lam: float = option(0.95, "GAE lambda", 0.0, 1.0)
+    whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
+
+    # --- PPO update ---
+    learning_rate: float = option(1e-3, "Adam learning rate", 1e-8, 1.0)
+    lr_warmup_steps: int = option(0, "raise the learning rate linearly from lr/N to lr over the first N PPO steps "
+                              "(Adam's first steps move every weight by about lr, whatever its gradient)", 0, 100_000)
+    lr_decay: str = option("linear", "after the warm-up, lower the learning rate toward 0 at the last of epochs*steps_per_epoch "
+                       "steps (linear or cosine): fast early progress, small late steps", choices=LR_DECAY_CHOICES)
+    adam_eps: float = option(1e-5, "Adam epsilon", 1e-12, 1e-2)
+    ppo_epochs: int = option(1, "passes over each rollout batch", 1, 100)
+    num_minibatches: int = option(1, "minibatches per PPO epoch", 1, 4096)
+    clip_range: float = option(0.2, "PPO ratio clip epsilon", 0.001, 10.0)
+    clip_range_value: float = option(0.2, "value clip epsilon", 0.001, 1000.0)
+    vf_coef: float = option(1.0, "value loss weight", 0.0, 100.0)
+    ent_coef: float = option(0.0, "entropy bonus weight", 0.0, 10.0)
+    max_grad_norm: float = option(1.0, "gradient-norm clip", 0.001, 1000.0)
+
     # one place that knows each field's allowed range; called on construction and after edits
     def validate(self) -> "RunConfig":
         """Check every field against its range; raise ConfigError naming the flag."""
-        check_fields(self)
+        super().validate()
         if self.advantage in ("grpo", "rloo") and self.num_generations < 2:
             raise ConfigError(f"--num_generations must be >= 2 with --advantage {self.advantage} (a group baseline needs a group), got {self.num_generations}")
         rollouts = self.batch_size * self.num_generations
@@ -122,68 +183,72 @@ class RunConfig:
                               f"(docs/troubleshooting.md#negative-kl)")
         if self.adaptive_kl and self.kl_coef == 0:
             raise ConfigError("--kl_coef must be > 0 with --adaptive_kl (the controller multiplies it), got 0")
-        if not self.out or "\0" in self.out:
-            raise ConfigError(f"--out must be a folder path, got {self.out!r}")
-        if self.run_name is not None:
-            _check_run_name(self.run_name)
         return self
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> "RunConfig":
-        return dataclasses.replace(self, **changes)
+    def check_resume_step(self, step: int) -> None:
+        if self.total_steps <= step:
+            raise ConfigError(f"--epochs: the checkpoint is at step {step} and --epochs {self.epochs} x "
+                              f"--steps_per_epoch {self.steps_per_epoch} = {self.total_steps} steps; nothing is left "
+                              f"to train (pass a larger --epochs to continue)")
 
 
 def check_fields(cfg: Any) -> None:
-    """Each field of a config dataclass built with `_f` against its type, choices and range (RunConfig, DPOConfig)."""
+    """Each field of a config dataclass made with `option()` against its type, choices and range; a tuple field
+    (a list on the command line) item by item; a positional list (nargs="*") may be empty."""
     for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        m = f.metadata
-        flag = f"--{f.name}"
+        v, m, flag = getattr(cfg, f.name), f.metadata, f"--{f.name}"
         if v is None:
             if m["nullable"]:
                 continue
             raise ConfigError(f"{flag} must be set, got None")
-        want = _base_type(f)
-        if want is bool:
-            if not isinstance(v, bool):
-                raise ConfigError(f"{flag} must be true or false, got {v!r}")
-            continue
-        if want is int and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ConfigError(f"{flag} must be an integer{_range(m)}, got {v!r}")
-        if want is float:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{flag} must be a finite number{_range(m)}, got {v!r}")
-        if want is str and not isinstance(v, str):
-            raise ConfigError(f"{flag} must be a string, got {v!r}")
-        if m["choices"] and v not in m["choices"]:
-            raise ConfigError(f"{flag} must be one of {', '.join(m['choices'])}; got {v!r}")
-        if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
-            raise ConfigError(f"{flag} must be in {_range(m).strip()[3:]}, got {v!r}")
+        want, many = _base_type(f), _is_sequence(f)
+        if many:
+            if not isinstance(v, (tuple, list)) or (not v and not m.get("positional")):
+                raise ConfigError(f"{flag} must be one or more values, got {v!r}")
+            for item in v:
+                _check_value(flag, item, want, m)
+        else:
+            _check_value(flag, v, want, m)
+
+
+def _check_value(flag: str, v: Any, want: type, m: Any) -> None:
+    if want is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{flag} must be true or false, got {v!r}")
+        return
+    if want is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ConfigError(f"{flag} must be an integer{_range(m)}, got {v!r}")
+    if want is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{flag} must be a finite number{_range(m)}, got {v!r}")
+    if want is str and not isinstance(v, str):
+        raise ConfigError(f"{flag} must be a string, got {v!r}")
+    if m["choices"] and v not in m["choices"]:
+        raise ConfigError(f"{flag} must be one of {', '.join(m['choices'])}; got {v!r}")
+    if m["lo"] is not None and not (m["lo"] <= v <= m["hi"]):
+        raise ConfigError(f"{flag} must be in {_range(m).strip()[3:]}, got {v!r}")
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def _is_sequence(f: dataclasses.Field) -> bool:
+    """A `tuple[X, ...]` field: one or more values on the command line."""
+    return _type_name(f).startswith("tuple[")
 
 
 def _base_type(f: dataclasses.Field) -> type:
-    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    """The type of the field's value (of each item, for a tuple field); `X | None` counts as X."""
+    t = _type_name(f).removeprefix("tuple[")
     for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str)):
         if t.startswith(name):
             return typ
-    raise TypeError(f"unsupported config type {t}")
+    raise TypeError(f"unsupported config type {_type_name(f)}")
 
 
 def _range(m: dict) -> str:
@@ -194,7 +259,7 @@ def _range(m: dict) -> str:
     return f" in [{m['lo']:g}, {hi_s}]"
 
 
-def _check_run_name(name: str) -> None:
+def check_run_name(name: str) -> None:
     """One plain folder name, so the run folder is always inside --out (no a/b, ../x, /abs, '.')."""
     if name in ("", ".", "..") or any(c in name for c in "/\\\0") or os.path.isabs(name):
         raise ConfigError(f"--run_name must be a plain folder name inside --out (no '/', not '.' or '..'), got {name!r}")
@@ -264,26 +329,40 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "python -m rlhf_nb.train", only_given: bool = False, cls: type | None = None,
-                 description: str = "Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.") -> argparse.ArgumentParser:
-    """An argparse parser with one flag per field of `cls` (RunConfig): names, defaults and help come from the dataclass.
+                 description: str = "Train a policy with RLHF (PPO/GRPO/RLOO) on a laptop CPU.",
+                 epilog: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of `cls` (default RunConfig): names, defaults and help come from
+    the dataclass, so every command of the package spells its flags the same way (--field_name).
 
-    Flags must be spelled in full (`--batch 8` is an error, not --batch_size). With only_given, the namespace holds
-    just the flags on the command line, as argparse read them (how --resume tells what the user changed)."""
-    p = OneLineParser(prog=prog, description=description, epilog=EXIT_STATUS_HELP, formatter_class=_HelpFormatter,
-                       allow_abbrev=False)
-    for f in fields(cls or RunConfig):
+    Flags must be spelled in full (`--batch 8` is an error, not --batch_size). Values are only converted here (an int
+    is an int); their ranges and choices are checked by the config itself (one message style for the CLI, notebooks
+    and papermill). With only_given, the namespace holds just the flags on the command line, as argparse read them
+    (how --resume tells what the user changed). epilog defaults to the trainers' exit statuses."""
+    cls = cls or RunConfig
+    p = OneLineParser(prog=prog, description=description, formatter_class=_HelpFormatter, allow_abbrev=False,
+                      epilog=EXIT_STATUS_HELP if epilog is None and issubclass(cls, RunOptions) else epilog)
+    for f in fields(cls):
         m, typ, flag = f.metadata, _base_type(f), f"--{f.name}"
         default = argparse.SUPPRESS if only_given else f.default
-        help_ = m["help"] + (_range(m) if m["lo"] is not None else "")
-        if typ is bool:
+        help_ = argparse.SUPPRESS if m.get("hidden") else m["help"] + (_range(m) if m["lo"] is not None else "")
+        metavar = "{" + ",".join(m["choices"]) + "}" if m["choices"] else None
+        if _is_sequence(f):
+            kw = dict(type=_converter(typ), default=default, metavar=metavar, help=help_)
+            if m.get("positional"):
+                p.add_argument(f.name, nargs="*", **kw)
+            else:
+                p.add_argument(flag, nargs="+", **kw)
+        elif typ is bool:
             p.add_argument(flag, nargs="?", const=True, default=default, type=_parse_bool, help=help_)
             p.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", default=default, help=argparse.SUPPRESS)
         else:
-            conv = {int: int, float: float, str: str}[typ]
-            # choices are checked by RunConfig.validate (one message style for CLI, notebooks and papermill)
-            metavar = "{" + ",".join(m["choices"]) + "}" if m["choices"] else None
-            p.add_argument(flag, type=conv, default=default, metavar=metavar, help=help_)
+            p.add_argument(flag, type=_converter(typ), default=default, metavar=metavar, help=help_)
     return p
+
+
+def _converter(typ: type):
+    """str -> typ for argparse; a float flag also takes 'nan' and 'inf', which the config then refuses by name."""
+    return {int: int, float: float, str: str}[typ]
 
 
 EXIT_STATUS_HELP = """exit status: 0 done; 2 a bad flag, model or checkpoint (before any work); 74 a checkpoint or log could not

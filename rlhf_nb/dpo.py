@@ -8,21 +8,23 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .config import DEVICE_CHOICES, ConfigError, _check_run_name, _f, build_parser, check_fields
+from .cli import cli_from_dataclass
+from .config import ConfigError, RunOptions, option
 from .masking import masked_mean, masked_sum
-from .policy import forward_tokens
+from .policy import check_fits_context, forward_tokens
+from .run import RunResult, Trainer, run
+from .run import main as run_main
 
 LOSS_CHOICES = ("sigmoid", "ipo", "sft")
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -236,108 +238,52 @@ def measure_policy(policy, ref, tokenizer, prompts: Sequence[str], seed: int, ma
 # ---------------------------------------------------------------- 5. the config
 
 @dataclass
-class DPOConfig:
+class DPOConfig(RunOptions):
     """Everything a DPO run needs; defaults suit the embedded tiny GPT-2 and lesson 08's 1,000 gold-labelled pairs."""
 
-    # --- run ---
-    seed: int = _f(0, "one seed fixes the order of the pairs and the measurement samples", 0, 2**32 - 1)
-    device: str = _f("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
-    threads: int = _f(1, "CPU threads for torch; fixed so that printed numbers reproduce", 1, 256)
-    epochs: int = _f(3, "passes over the pairs; steps = epochs * ceil(pairs / batch_size)", 1, 10_000)
-    max_minutes: float | None = _f(None, "stop early (with a final checkpoint) after this many minutes", 0.01, 10_080, nullable=True)
-    out: str = _f("runs", "parent folder; each run gets a fresh runs/run_YYYYMMDD_HHMMSS/ (never overwritten)")
-    run_name: str | None = _f(None, "folder name under --out instead of run_YYYYMMDD_HHMMSS", nullable=True)
-    resume: str | None = _f(None, "checkpoint folder to resume from (…/checkpoints/step_N or …/final)", nullable=True)
-    save_every: int = _f(0, "write checkpoints/step_N every this many steps (0: only final/)", 0, 1_000_000)
-    progress: bool = _f(True, "show a tqdm progress bar (off inside notebooks)")
+    # flags that may change on --resume (how long and where to run, what to measure); the rest must match the checkpoint
+    RESUME_OVERRIDABLE: ClassVar[tuple[str, ...]] = (*RunOptions.RESUME_OVERRIDABLE, "eval_samples", "eval_pairs")
 
-    # --- data and model ---
-    model: str = _f("embedded", "policy and reference: 'embedded' (the kit's tiny GPT-2), a local HF folder, or a hub id")
-    pairs: str = _f("proxy-rm-1000", "training pairs: a JSONL file of {prompt, chosen, rejected}, or a folder under "
-                    "rlhf_nb/assets with train_pairs.jsonl (lesson 08's proxy-rm-1000: 1,000 gold-labelled pairs)")
-    eval_pairs: str | None = _f("proxy-rm-1000", "held-out pairs scored at each epoch's end (a JSONL file, or an "
-                                "assets folder with eval_pairs.jsonl); none: off", nullable=True)
+    # --- run (the rest: RunOptions) ---
+    seed: int = option(0, "one seed fixes the order of the pairs and the measurement samples", 0, 2**32 - 1)
+    threads: int = option(1, "CPU threads for torch; fixed so that printed numbers reproduce", 1, 256)
+    epochs: int = option(3, "passes over the pairs; steps = epochs * ceil(pairs / batch_size)", 1, 10_000)
+    model: str = option("embedded", "policy and reference: 'embedded' (the kit's tiny GPT-2), a local HF folder, or "
+                        "a hub id")
+
+    # --- data ---
+    pairs: str = option("proxy-rm-1000", "training pairs: a JSONL file of {prompt, chosen, rejected}, or a folder "
+                        "under rlhf_nb/assets with train_pairs.jsonl (lesson 08's proxy-rm-1000: 1,000 gold-labelled "
+                        "pairs)")
+    eval_pairs: str | None = option("proxy-rm-1000", "held-out pairs scored at each epoch's end (a JSONL file, or an "
+                                    "assets folder with eval_pairs.jsonl); none: off", nullable=True)
 
     # --- objective ---
-    loss: str = _f("sigmoid", "sigmoid: DPO, -log sigmoid(beta*h); ipo: (h - 1/(2*beta))^2; sft: NLL of the chosen",
-                   choices=LOSS_CHOICES)
-    beta: float = _f(0.1, "beta: how hard the policy is held to the reference (IPO's tau)", 0.001, 100.0)
+    loss: str = option("sigmoid", "sigmoid: DPO, -log sigmoid(beta*h); ipo: (h - 1/(2*beta))^2; sft: NLL of the "
+                       "chosen", choices=LOSS_CHOICES)
+    beta: float = option(0.1, "beta: how hard the policy is held to the reference (IPO's tau)", 0.001, 100.0)
 
     # --- update ---
-    batch_size: int = _f(32, "preference pairs per step", 1, 4096)
-    learning_rate: float = _f(3e-4, "Adam learning rate", 1e-8, 1.0)
-    adam_eps: float = _f(1e-5, "Adam epsilon", 1e-12, 1e-2)
-    max_grad_norm: float = _f(1.0, "gradient-norm clip", 0.001, 1000.0)
+    batch_size: int = option(32, "preference pairs per step", 1, 4096)
+    learning_rate: float = option(3e-4, "Adam learning rate", 1e-8, 1.0)
+    adam_eps: float = option(1e-5, "Adam epsilon", 1e-12, 1e-2)
+    max_grad_norm: float = option(1.0, "gradient-norm clip", 0.001, 1000.0)
 
     # --- measurement (never used for training) ---
-    eval_samples: int = _f(256, "completions sampled from the policy at each epoch's end to measure KL(pi||ref) and "
-                           "the gold score; 0: off", 0, 100_000)
-    max_new_tokens: int = _f(12, "tokens per measurement sample (lesson 08's pairs and PPO runs use 12)", 1, 4096)
+    eval_samples: int = option(256, "completions sampled from the policy at each epoch's end to measure KL(pi||ref) "
+                               "and the gold score; 0: off", 0, 100_000)
+    max_new_tokens: int = option(12, "tokens per measurement sample (lesson 08's pairs and PPO runs use 12)", 1, 4096)
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_pairs, str) and self.eval_pairs.lower() == "none":
             self.eval_pairs = None  # the CLI's way to say "off"
-        self.validate()
-
-    def validate(self) -> "DPOConfig":
-        """Check every field against its range; raise ConfigError naming the flag."""
-        check_fields(self)
-        if not self.out or "\0" in self.out:
-            raise ConfigError(f"--out must be a folder path, got {self.out!r}")
-        if self.run_name is not None:
-            _check_run_name(self.run_name)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DPOConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-        return cls(**d)
-
-
-PROG = "python -m rlhf_nb.dpo"
-# flags that may change on --resume (how long and where to run, what to measure); the rest must match the checkpoint
-RESUME_OVERRIDABLE = ("epochs", "max_minutes", "out", "run_name", "save_every", "progress", "device", "resume",
-                      "threads", "eval_samples", "eval_pairs")
-
-
-def _parser(only_given: bool = False):
-    return build_parser(PROG, only_given, DPOConfig, "Train a policy on preference pairs with DPO or IPO (or SFT on "
-                        "the chosen completions): no reward model, no sampler.")
+        super().__post_init__()
 
 
 def config_from_args(argv: Sequence[str]) -> DPOConfig:
     """Flags -> a validated DPOConfig; with --resume, the checkpoint's config plus the flags that may change.
-
-    A bad flag exits with one line (status 2); a bad value or checkpoint raises ConfigError naming it."""
-    ns = vars(_parser().parse_args(list(argv)))
-    if ns["resume"] is None:
-        return DPOConfig(**ns)
-    given = vars(_parser(only_given=True).parse_args(list(argv)))  # what the user typed, as argparse read it
-    saved = read_dpo_state(given["resume"])["config"]
-    for k, v in sorted(given.items()):
-        if k not in RESUME_OVERRIDABLE and v != saved[k]:
-            raise ConfigError(f"--{k} cannot change on --resume (checkpoint has {saved[k]!r}); "
-                              f"only {', '.join('--' + x for x in RESUME_OVERRIDABLE)} may")
-    return DPOConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}})
-
-
-def read_dpo_state(path: str | Path) -> dict[str, Any]:
-    """trainer_state.json of a DPO checkpoint, checked as rlhf_nb.checkpoints checks PPO's; JSON only, no model."""
-    from .checkpoints import CheckpointError, read_trainer_state
-
-    try:
-        return read_trainer_state(path, DPOConfig, objects=())
-    except CheckpointError as e:
-        raise ConfigError(str(e)) from None
+    A bad flag, value or checkpoint exits with one line naming it (status 2)."""
+    return cli_from_dataclass(DPOConfig, argv, DPO.prog, DPO.description)
 
 
 # ---------------------------------------------------------------- 6. the trainer
@@ -375,10 +321,8 @@ def setup(cfg: DPOConfig) -> DPOState:
     device = pick_device(cfg.device)
     pairs = load_pairs(cfg.pairs, "--pairs", "train")
     eval_pairs = load_pairs(cfg.eval_pairs, "--eval_pairs", "eval") if cfg.eval_pairs else None
+    check_fits_context(cfg.model, cfg.max_new_tokens)
     ctx = model_context_length(cfg.model)
-    if cfg.max_new_tokens > ctx - 16:
-        raise ConfigError(f"--max_new_tokens must be in [1, {ctx - 16}] for model {cfg.model!r} (context {ctx} tokens "
-                          f"minus room for the prompt), got {cfg.max_new_tokens}")
     seed_everything(cfg.seed, threads=cfg.threads)
     lm, tokenizer = load_policy(cfg.model, device)
     encoded = tokenize_pairs(tokenizer, pairs)
@@ -447,7 +391,7 @@ def epoch_eval(s: DPOState) -> tuple[dict[str, float], dict[str, list]]:
     return out, samples
 
 
-def resume(s: DPOState, path: str | Path) -> None:
+def resume(s: DPOState, path: str | Path) -> dict[str, Any]:
     """Load weights and optimizer with rlhf_nb.checkpoints' checks (every file read and checked before use)."""
     from .checkpoints import load_checkpoint
 
@@ -456,100 +400,42 @@ def resume(s: DPOState, path: str | Path) -> None:
     if s.step >= s.total_steps:
         raise ConfigError(f"--epochs: the checkpoint is at step {s.step} and the run has {s.total_steps} steps; "
                           f"nothing is left to train (pass a larger --epochs to continue)")
+    return saved
 
 
-def _write(logger, last, step: int, what: Callable[[], Any]) -> Any:
-    from .train import _write as write_or_stop
+def train_step(s: DPOState) -> tuple[dict[str, float], dict[str, list] | None]:
+    """dpo_step, and at each epoch's end the measurements DPO's loss never sees (epoch_eval) with their samples."""
+    metrics, samples = dpo_step(s), None
+    if s.step % s.steps_per_epoch == 0:
+        ev, samples = epoch_eval(s)
+        metrics.update(ev)
+    return metrics, samples
 
-    return write_or_stop(logger, last, step, what, PROG)
 
-
-def _save(s: DPOState, path: Path, logger, last) -> tuple[Path, int]:
+def save(s: DPOState, path: Path) -> Path:
+    """A checkpoint of the weights, the optimizer and the step (rlhf_nb.checkpoints' format, as PPO's)."""
     from .checkpoints import save_checkpoint
 
-    _write(logger, last, s.step, lambda: save_checkpoint(path, s.policy, s.tokenizer, s.optimizer, {},
-                                                         {"step": s.step, "config": s.cfg.to_dict()}))
-    return path, s.step
+    return save_checkpoint(path, s.policy, s.tokenizer, s.optimizer, {}, {"step": s.step, "config": s.cfg.to_dict()})
 
 
-def train(cfg: DPOConfig, state: DPOState | None = None, write_run: bool = True,
-          callback: Callable[[int, dict], None] | None = None):
-    """Run cfg.epochs passes over the pairs (or until --max_minutes or a signal), measuring at each epoch's end.
+DPO = Trainer(prog="python -m rlhf_nb.dpo", config=DPOConfig, setup=setup, step=train_step, save=save, resume=resume,
+              description="Train a policy on preference pairs with DPO or IPO (or SFT on the chosen completions): no "
+                          "reward model, no sampler.",
+              shown=(("loss", "loss/dpo"), ("margin", "rewards/margins"), ("acc", "rewards/accuracies")), label="dpo")
 
-    With write_run: the standard run folder (config.json, logs/, tb/, samples.jsonl, checkpoints/step_N, final/),
-    the signal handling, write-failure and resume behaviour of rlhf_nb.train, whose helpers it uses."""
-    from .config import check_output_writable
-    from .runlog import Progress
-    from .train import (RunAborted, TrainResult, _abandoned, _check_free_space, _install_signal_handlers,
-                        _open_run, _restore_signal_handlers)
 
-    if write_run:
-        check_output_writable(cfg.out)  # before the model loads
-    s = state or setup(cfg)
-    last = None  # (checkpoint, step) the run can resume from
-    if cfg.resume:
-        resume(s, cfg.resume)
-        last = (Path(cfg.resume), s.step)
-    if write_run:
-        _check_free_space(Path(cfg.out), s)
-    stop, logger, history = {"why": None, "signum": None, "in_step": False}, None, []
-    handlers = _install_signal_handlers(stop) if write_run else {}
-    bar = Progress(cfg.progress, s.total_steps, s.step, "dpo", (("loss", "loss/dpo"), ("margin", "rewards/margins")))
-    run_dir, t_start = None, time.perf_counter()
-    try:
-        if write_run:
-            run_dir, logger = _open_run(cfg, None)
-            if cfg.resume:
-                _write(logger, last, s.step, lambda: logger.info(f"resumed from {cfg.resume} at step {s.step}"))
-        while s.step < s.total_steps and not stop["why"]:
-            stop["in_step"] = True  # only now may a second Ctrl-C abandon the step, never during a write
-            try:
-                metrics, samples = dpo_step(s), None
-                if s.step % s.steps_per_epoch == 0:  # an epoch ends: measure what DPO's loss never sees
-                    ev, samples = epoch_eval(s)
-                    metrics.update(ev)
-            except KeyboardInterrupt:
-                if logger is None:
-                    raise
-                raise RunAborted(_abandoned(s.step, logger, last, PROG)) from None
-            finally:
-                stop["in_step"] = False
-            metrics["time/elapsed_s"] = time.perf_counter() - t_start
-            history.append({"step": s.step, **metrics})
-            if logger:
-                _write(logger, last, s.step, lambda: (logger.metrics(s.step, metrics), samples and logger.samples(
-                    s.step, samples["prompts"], samples["completions"], samples["scores"])))
-                if cfg.save_every and s.step % cfg.save_every == 0:
-                    last = _save(s, run_dir / "checkpoints" / f"step_{s.step}", logger, last)
-            bar.update(metrics)
-            if callback is not None:
-                callback(s.step, metrics)
-            if cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes:
-                stop["why"] = stop["why"] or f"--max_minutes {cfg.max_minutes} reached"
-        bar.close()
-        if logger:
-            last = _save(s, run_dir / "final", logger, last)  # signals are still caught: a Ctrl-C now waits for it
-            if s.step < s.total_steps:
-                _write(logger, last, s.step, lambda: logger.info(f"stopped at step {s.step}: {stop['why']}. "
-                                                                 f"Resume with: {PROG} --resume {last[0]}"))
-            logger.close()
-    finally:
-        bar.close()
-        _restore_signal_handlers(handlers)
-    return TrainResult(history, run_dir, s, stop["why"] if s.step < s.total_steps else None, stop["signum"],
-                       last[0] if last else None)
+def train(cfg: DPOConfig, callback: Callable[[int, dict, dict | None], None] | None = None, write_run: bool = True,
+          state: DPOState | None = None) -> RunResult:
+    """Run cfg.epochs passes over the pairs (or until --max_minutes or a signal), measuring at each epoch's end, with
+    rlhf_nb.run (the run folder, signals, write failures and resume, as for every trainer); callback(step, metrics,
+    samples) after each step."""
+    return run(DPO, cfg, callback, write_run, state)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The CLI; exit status as rlhf_nb.train: 0 done, 2 bad input, 74 a write failed, 75 --max_minutes, 128 + N signal N."""
-    from .train import run_cli
-
-    def summary(res):
-        last = res.history[-1] if res.history else {}
-        return [f"step {last['step']}: loss/dpo {last['loss/dpo']:.4f}  rewards/margins {last['rewards/margins']:.4f}  "
-                f"rewards/accuracies {last['rewards/accuracies']:.3f}"] if last else []
-
-    return run_cli(lambda: train(config_from_args(sys.argv[1:] if argv is None else argv), state=None), summary, PROG)
+    """The CLI; exit status as every trainer: 0 done, 2 bad input, 74 a write failed, 75 --max_minutes, 128 + N."""
+    return run_main(DPO, argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""Failure switches: run the RLHF loop with one thing deliberately wrong, for the length of a `with` block.
+"""Failure switches: run the RLHF loop with one thing deliberately wrong.
 
-    with faults.inject("topk_logprob_mismatch"):
-        broken = train(cfg, write_run=False)
-    healthy = train(cfg, write_run=False)          # same cfg, same seed: the only difference is the fault
+    broken = faults.run(cfg, "topk_logprob_mismatch")
+    healthy = faults.run(cfg)          # same cfg, same seed: the only difference is the fault
 
-Each switch patches one piece of the package (as pytest's monkeypatch does) and puts it back on exit, so
-`RunConfig` and the production path carry no traps. Every fault is one that people hit in real runs; `FAULTS`
-names the issue-tracker threads, the metric that gives it away and the section of docs/troubleshooting.md that
-explains it. Lesson 10 reproduces each one against the healthy run with the same seed.
+Each fault edits one part of a freshly built `TrainState`: its sampler, its forward pass, its KL loss term (the
+parts `ppo_step` calls through the state for this purpose), or its policy, optimizer, reward or β. Nothing in the
+package is patched, so `RunConfig` and the production path carry no traps. Every fault is one that people hit in real
+runs; `FAULTS` names the issue-tracker threads, the metric that gives it away and the section of
+docs/troubleshooting.md that explains it. Lesson 10 reproduces each one against the healthy run with the same seed.
 """
 from __future__ import annotations
 
@@ -16,42 +16,38 @@ import functools
 import io
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
-from unittest import mock
+from typing import Any, Callable
 
 import torch
 
 from . import policy as _policy
-from . import ppo as _ppo
-from . import train as _train
 from .kl import FixedKLController, kl_estimate
 from .masking import masked_mean
+from .train import TrainState, setup, train
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One deliberate bug: how to switch it on, where people met it, and which logged metric flags it."""
+    """One deliberate bug: how it breaks a run's state, where people met it, and which logged metric flags it."""
 
     name: str
-    patch: Callable[..., contextlib.AbstractContextManager]  # patch(**params) -> context manager
+    apply: Callable[..., None]  # apply(state, **params): edits a freshly built TrainState in place
     reference: str  # the issue-tracker threads where people hit it
     metric: str  # the logged metric that moves first
     section: str  # anchor in docs/troubleshooting.md
     demo: dict[str, Any] = field(default_factory=dict)  # RunConfig overrides under which the lesson shows it
 
 
-# ------------------------------------------------------------------ the patches
+# ------------------------------------------------------------------ the faults
 
-@contextlib.contextmanager
-def _topk_logprob_mismatch(top_k: int = 5) -> Iterator[None]:
+def _topk_logprob_mismatch(s: TrainState, top_k: int = 5) -> None:
     """Sample from the top-k tokens only, but score log-probs (policy and reference) on the full distribution."""
-    real = _train.sample
+    real = s.sampler
 
     def sample_top_k(model, tokenizer, prompts, max_new_tokens, temperature=1.0, cfg_top_k=0, top_p=1.0, generator=None):
         return real(model, tokenizer, prompts, max_new_tokens, temperature, cfg_top_k or top_k, top_p, generator=generator)
 
-    with mock.patch.object(_train, "sample", sample_top_k):
-        yield
+    s.sampler = sample_top_k
 
 
 def _mask_out_eos(ro: _policy.Rollout, eos_id: int) -> _policy.Rollout:
@@ -62,61 +58,28 @@ def _mask_out_eos(ro: _policy.Rollout, eos_id: int) -> _policy.Rollout:
     return ro
 
 
-@contextlib.contextmanager
-def _pad_is_eos() -> Iterator[None]:
+def _pad_is_eos(s: TrainState) -> None:
     """pad = EOS: the EOS token is treated as padding, so it is masked out of every loss and never trained."""
-    real = _train.sample
+    real = s.sampler
 
     def sample_eos_as_pad(model, tokenizer, *args, **kwargs):
         return _mask_out_eos(real(model, tokenizer, *args, **kwargs), tokenizer.eos_token_id)
 
-    with mock.patch.object(_train, "sample", sample_eos_as_pad):
-        yield
+    s.sampler = sample_eos_as_pad
 
 
-def _positions_ignoring_padding(attention_mask: torch.Tensor) -> torch.Tensor:
-    """0, 1, 2, … for every column: what a model assumes when it is given no position ids."""
-    B, L = attention_mask.shape
-    return torch.arange(L, device=attention_mask.device).expand(B, L)
-
-
-@contextlib.contextmanager
-def _no_position_ids() -> Iterator[None]:
+def _no_position_ids(s: TrainState) -> None:
     """Score log-probs without position ids: a left-padded prompt is read at shifted positions.
     Sampling keeps the right positions (as generate() does), so rollout and scoring see different models."""
-    real = _policy.forward_tokens
-
-    @functools.wraps(real)
-    def forward_without_positions(*args, **kwargs):
-        with mock.patch.object(_policy, "position_ids_from_mask", _positions_ignoring_padding):
-            return real(*args, **kwargs)
-
-    with mock.patch.object(_train, "forward_tokens", forward_without_positions), \
-            mock.patch.object(_ppo, "forward_tokens", forward_without_positions):
-        yield
+    s.forward = functools.partial(s.forward, position_ids=False)
 
 
-def _patch_setup(edit: Callable[[_train.TrainState], None]) -> contextlib.AbstractContextManager:
-    """Wrap train.setup so that `edit` changes the freshly built state (policy, optimizer, reward, β)."""
-    real = _train.setup
-
-    def setup_with_fault(cfg):
-        s = real(cfg)
-        edit(s)
-        return s
-
-    return mock.patch.object(_train, "setup", setup_with_fault)
-
-
-def _dropout_on(p: float = 0.1) -> contextlib.AbstractContextManager:
+def _dropout_on(s: TrainState, p: float = 0.1) -> None:
     """The policy left in train mode with dropout p (GPT-2's checkpoints ship with 0.1); the reference stays in eval."""
-    def edit(s):
-        for m in s.policy.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = p
-        s.policy.train()
-
-    return _patch_setup(edit)
+    for m in s.policy.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    s.policy.train()
 
 
 def k1_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
@@ -125,43 +88,32 @@ def k1_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.Tens
     return masked_mean(kl_estimate(logp_new, ref_logp, "k1"), mask)
 
 
-@contextlib.contextmanager
-def _k1_in_loss() -> Iterator[None]:
+def _k1_in_loss(s: TrainState) -> None:
     """--kl_in_loss with k1 instead of k3: the term's value is the KL, its gradient is zero in expectation."""
-    with mock.patch.object(_ppo, "kl_penalty_loss", k1_loss):
-        yield
+    s.kl_loss = k1_loss
 
 
-def _lr_x30(factor: float = 30.0) -> contextlib.AbstractContextManager:
+def _lr_x30(s: TrainState, factor: float = 30.0) -> None:
     """The optimizer's learning rate multiplied by `factor` (a misplaced zero, or an SFT learning rate reused)."""
-    def edit(s):
-        for g in s.optimizer.param_groups:
-            g["lr"] *= factor
-
-    return _patch_setup(edit)
+    for g in s.optimizer.param_groups:
+        g["lr"] *= factor
 
 
-def _reward_hacking() -> contextlib.AbstractContextManager:
+def _reward_hacking(s: TrainState) -> None:
     """Nothing holds the policy near the reference: β = 0 and no entropy bonus, on a reward with a shortcut."""
-    def edit(s):
-        s.kl_ctl = FixedKLController(0.0)
-        s.cfg = s.cfg.replace(ent_coef=0.0)
-
-    return _patch_setup(edit)
+    s.kl_ctl = FixedKLController(0.0)
+    s.cfg = s.cfg.replace(ent_coef=0.0)
 
 
-def _same_score_in_group() -> contextlib.AbstractContextManager:
+def _same_score_in_group(s: TrainState) -> None:
     """Every completion of a prompt gets the same score (its group's mean): a reward that cannot tell them apart."""
-    def edit(s):
-        real, k = s.reward_fn, s.cfg.num_generations
+    real, k = s.reward_fn, s.cfg.num_generations
 
-        def group_mean_reward(prompts, completions):
-            scores = real(prompts, completions)
-            return scores.view(-1, k).mean(1, keepdim=True).expand(-1, k).reshape(-1)  # (B,)
+    def group_mean_reward(prompts, completions):
+        scores = real(prompts, completions)
+        return scores.view(-1, k).mean(1, keepdim=True).expand(-1, k).reshape(-1)  # (B,)
 
-        s.reward_fn = group_mean_reward
-
-    return _patch_setup(edit)
+    s.reward_fn = group_mean_reward
 
 
 # ------------------------------------------------------------------ the catalogue
@@ -206,12 +158,12 @@ def demo_config(name: str, seed: int = 0, **overrides: Any):
     return RunConfig(**{**TINY, **get(name).demo, "seed": seed, **overrides})
 
 
-@contextlib.contextmanager
-def inject(name: str, **params: Any) -> Iterator[Fault]:
-    """Switch fault `name` on (with its optional `params`, e.g. top_k=5) until the block ends."""
-    fault = get(name)
-    with fault.patch(**params):
-        yield fault
+def broken_setup(cfg, name: str, **params: Any) -> TrainState:
+    """train.setup(cfg), then fault `name` applied to the state (with its optional `params`, e.g. top_k=5):
+    `train(cfg, state=broken_setup(cfg, "lr_x30"))` runs the broken loop."""
+    s = setup(cfg)
+    get(name).apply(s, **params)
+    return s
 
 
 # ------------------------------------------------------------------ runs and measurements the lesson and tests share
@@ -229,18 +181,17 @@ class FaultRun:
 
 
 def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **params: Any) -> FaultRun:
-    """train(cfg) with `fault` switched on when given; nothing written to disk, the trainer's warnings captured.
+    """train(cfg) with `fault` applied when given; nothing written to disk, the trainer's warnings captured.
 
-    reward_fn: a reward to use instead of the one cfg.reward names."""
+    reward_fn: a reward to use instead of the one cfg.reward names (set before the fault, which may wrap it)."""
     err, last = io.StringIO(), {}
-    with contextlib.ExitStack() as stack:
+    with contextlib.redirect_stderr(err):
+        state = setup(cfg)
+        if reward_fn is not None:
+            state.reward_fn = reward_fn
         if fault:
-            stack.enter_context(inject(fault, **params))
-        with contextlib.redirect_stderr(err):
-            state = _train.setup(cfg)  # inside the fault: some faults change what set-up builds
-            if reward_fn is not None:
-                state.reward_fn = reward_fn  # the run's own reward slot, not a patched module name
-            res = _train.train(cfg, write_run=False, state=state, callback=lambda step, m, s: last.update(s))
+            get(fault).apply(state, **params)
+        res = train(cfg, write_run=False, state=state, callback=lambda step, m, s: last.update(s))
     return FaultRun(res.history, res.warnings, last)
 
 

@@ -64,11 +64,12 @@ def optimum_by_prompt(scores: torch.Tensor, prompts: Sequence[str], beta: float)
     return {**out, "n": min(d["n"] for d in per), "prompts": len(per)}
 
 
-def base_samples(n_per_prompt: int = 128, max_new_tokens: int = 12, seed: int = 0, reward: str = "sentiment",
-                 temperature: float = 1.0, model: str = "embedded", batch: int = 256):
-    """Sample n_per_prompt completions of every training prompt from the base policy ρ; return (scores, prompts)."""
+def score_base_samples(n_per_prompt: int = 128, max_new_tokens: int = 12, seed: int = 0, reward: str = "sentiment",
+                       temperature: float = 1.0, model: str = "embedded", batch: int = 256):
+    """Sample n_per_prompt completions of every training prompt from the base policy ρ and score them: (scores, prompts),
+    both flat, prompt by prompt."""
     from .corpus import PROMPTS
-    from .policy import load_policy, sample
+    from .policy import load_policy, sample_batched
     from .rewards import get_reward
     from .seeding import seed_everything
 
@@ -78,10 +79,8 @@ def base_samples(n_per_prompt: int = 128, max_new_tokens: int = 12, seed: int = 
     lm, tok = load_policy(model)
     reward_fn = get_reward(reward)
     prompts = [p for p in PROMPTS for _ in range(n_per_prompt)]
-    scores = []
-    for i in range(0, len(prompts), batch):
-        ro = sample(lm, tok, prompts[i:i + batch], max_new_tokens, temperature, generator=g)
-        scores.append(reward_fn(ro.prompts, ro.completions).double())
+    completions = sample_batched(lm, tok, prompts, max_new_tokens, g, batch, temperature)
+    scores = [reward_fn(prompts[i:i + batch], completions[i:i + batch]).double() for i in range(0, len(prompts), batch)]
     return torch.cat(scores), prompts
 
 
@@ -99,7 +98,7 @@ def kl_regularised_optimum(betas: Sequence[float] = FRONTIER_BETAS, n: int = 409
     Ĵ* is biased low (finite n misses the tail); score and KL are the frontier point at that β."""
     from .corpus import PROMPTS
 
-    r, prompts = base_samples(max(1, n // len(PROMPTS)), max_new_tokens, seed, reward, temperature)
+    r, prompts = score_base_samples(max(1, n // len(PROMPTS)), max_new_tokens, seed, reward, temperature)
     out = {"n": len(r), "n_per_prompt": len(r) // len(PROMPTS), "base_mean": float(r.mean()),
            "base_frac_ge_0.8": float((r >= 0.8).double().mean()), "betas": {}}
     for beta, v in frontier(r, prompts, betas).items():

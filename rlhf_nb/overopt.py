@@ -36,7 +36,7 @@ def proxy_dir(n_pairs: int) -> str:
     return str(ASSETS / f"proxy-rm-{n_pairs}")
 
 
-def load_pairs(n_pairs: int, split: str = "train") -> list[dict]:
+def proxy_pairs(n_pairs: int, split: str = "train") -> list[dict]:
     """The preference pairs a proxy was trained on (`train`) or evaluated on (`eval`, the same 500 for every proxy)."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -110,18 +110,16 @@ def best_of_n_curve(proxy: torch.Tensor, gold: torch.Tensor, ns: Sequence[int] =
 
 
 @torch.no_grad()
-def sample_base(prompts: Sequence[str], n_per_prompt: int, max_new_tokens: int, seed: int, model=None,
-                tokenizer=None, batch_size: int = 512) -> list[list[str]]:
-    """`n_per_prompt` completions of each prompt from the base policy (T = 1, the RL rollout sampler), seeded."""
-    from .policy import load_policy, sample
+def base_completions(prompts: Sequence[str], n_per_prompt: int, max_new_tokens: int, seed: int, model=None,
+                     tokenizer=None, batch_size: int = 512) -> list[list[str]]:
+    """`n_per_prompt` completions of each prompt from the base policy (T = 1, the RL rollout sampler), seeded:
+    one list per prompt."""
+    from .policy import load_policy, sample_batched
     _check_n(n_per_prompt, "n_per_prompt")
     if model is None or tokenizer is None:
         model, tokenizer = load_policy()
-    gen = torch.Generator().manual_seed(seed)
     flat = [p for p in prompts for _ in range(n_per_prompt)]
-    comps: list[str] = []
-    for i in range(0, len(flat), batch_size):
-        comps += sample(model, tokenizer, flat[i:i + batch_size], max_new_tokens, generator=gen).completions
+    comps = sample_batched(model, tokenizer, flat, max_new_tokens, torch.Generator().manual_seed(seed), batch_size)
     return [comps[j:j + n_per_prompt] for j in range(0, len(comps), n_per_prompt)]
 
 

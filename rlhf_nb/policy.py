@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ConfigError
 from .decoding import keep_kwarg, next_token_logits
 
 EMBEDDED = "embedded"
@@ -263,26 +264,25 @@ def sample(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
 
 
 def forward_tokens(model: nn.Module, rollout_ids: torch.Tensor, attention_mask: torch.Tensor, context_length: int,
-                   temperature: float = 1.0, entropy: bool = True, entropy_grad: bool = True):
+                   temperature: float = 1.0, entropy: bool = True, entropy_grad: bool = True,
+                   position_ids: bool = True):
     """Per completion token: log π(y_t | x, y_<t), entropy (None if entropy=False), and the value (None without a
     value head).
 
     Logits are divided by the sampling temperature, the same one used to sample (a classic bug is forgetting it).
     Only the columns that predict a completion token go through the LM head: the prompt's columns predict nothing
     that is scored. entropy=False skips the entropy where nobody reads it (the reference); entropy_grad=False computes
-    it without a gradient (it is only logged, no entropy bonus reads it)."""
+    it without a gradient (it is only logged, no entropy bonus reads it). position_ids=False gives the model none, so
+    it reads a left-padded prompt at shifted positions (a classic bug: lesson 10's `no_position_ids` fault)."""
     T = rollout_ids.size(1) - context_length
     lm = model.lm if isinstance(model, PolicyWithValue) else model
     # the token at column t is predicted by the column before it: columns P-1 … P+T-2
-    hidden, logits = scored_columns(lm, rollout_ids, attention_mask, T)  # (B, T, H), (B, T, V)
+    hidden, logits = scored_columns(lm, rollout_ids, attention_mask, T, position_ids)  # (B, T, H), (B, T, V)
     logits = _scaled(logits.float(), temperature)
     targets = rollout_ids[:, context_length:]  # (B, T)
     logp_all = F.log_softmax(logits, dim=-1)  # (B, T, V)
     logprobs = torch.gather(logp_all, -1, targets[..., None]).squeeze(-1)  # (B, T)
-    ent = None
-    if entropy:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            ent = entropy_from_logprobs(logp_all)  # (B, T)
+    ent = entropy_from_logprobs(logp_all, grad=entropy_grad) if entropy else None  # (B, T)
     values = model.value_head(hidden) if isinstance(model, PolicyWithValue) else None  # V(s_t): where token t is chosen
     return logprobs, ent, values
 
@@ -291,13 +291,14 @@ def forward_tokens(model: nn.Module, rollout_ids: torch.Tensor, attention_mask: 
 PLAIN_HEAD_MODELS = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3")
 
 
-def scored_columns(lm: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, T: int):
+def scored_columns(lm: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, T: int, position_ids: bool = True):
     """(hidden, logits) of the T columns before the last, the ones that predict the T completion tokens.
 
     For the models of PLAIN_HEAD_MODELS the trunk runs once and the LM head reads those T columns only (a contiguous
     (B·T, H) matrix: one plain matrix multiply). Any other model runs its own forward with its hidden states, so a
     model that post-processes its logits (soft-capping, scaling) keeps doing so."""
-    pos = position_ids_from_mask(attention_mask)
+    # without position ids a model counts 0, 1, 2, … from the first column, padding included
+    pos = position_ids_from_mask(attention_mask) if position_ids else torch.arange(ids.size(1), device=ids.device).expand_as(ids)
     if getattr(lm.config, "model_type", None) in PLAIN_HEAD_MODELS:
         hidden = lm.base_model(input_ids=ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state
         hidden = hidden[:, -(T + 1):-1].contiguous()  # (B, T, H)
@@ -312,6 +313,17 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 @torch.no_grad()
+def sample_batched(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int, generator: torch.Generator,
+                   batch_size: int, temperature: float = 1.0) -> list[str]:
+    """One completion per prompt, sampled `batch_size` prompts at a time from one generator (the draws depend on the
+    batch size, so a caller that stores numbers keeps its own)."""
+    completions: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        completions += sample(model, tokenizer, prompts[i:i + batch_size], max_new_tokens, temperature,
+                              generator=generator).completions
+    return completions
+
+
 def sample_with_kl(policy: nn.Module, ref: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
                    temperature: float = 1.0, generator: torch.Generator | None = None) -> tuple[Rollout, torch.Tensor]:
     """Sample one completion per prompt from the policy and measure how far it is from the reference:
@@ -328,9 +340,27 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)  # (B, T)
 
 
-def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
-    """H = −Σ p·log p from log-probabilities that forward_tokens already has: (B, T, V) -> (B, T)."""
-    return -(logp.exp() * logp).sum(dim=-1)
+def entropy_from_logprobs(logp: torch.Tensor, grad: bool = True) -> torch.Tensor:
+    """H = −Σ p·log p from log-probabilities that forward_tokens already has: (B, T, V) -> (B, T).
+
+    grad=False: no gradient through H (when it is only logged, that skips a backward pass through a (B, T, V) term)."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and grad):
+        return -(logp.exp() * logp).sum(dim=-1)
+
+
+LONGEST_PROMPT = 16  # tokens: the kit's prompts are a few words; hub tokenizers may split them into more pieces
+
+
+def check_fits_context(model: str, max_new_tokens: int) -> None:
+    """A prompt and max_new_tokens new tokens must fit the model's context: ConfigError naming --max_new_tokens (or
+    --model) otherwise. Reads the model's config only, no weights, so it runs before anything loads."""
+    ctx = model_context_length(model)
+    if ctx <= LONGEST_PROMPT:
+        raise ConfigError(f"--model {model!r} has a context of {ctx} tokens; the kit needs at least "
+                          f"{LONGEST_PROMPT + 1} ({LONGEST_PROMPT} for the prompt + 1 new token)")
+    if max_new_tokens > ctx - LONGEST_PROMPT:
+        raise ConfigError(f"--max_new_tokens must be in [1, {ctx - LONGEST_PROMPT}] for model {model!r} "
+                          f"(context {ctx} tokens minus room for the prompt), got {max_new_tokens}")
 
 
 def pick_device(device: str) -> torch.device:

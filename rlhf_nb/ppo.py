@@ -5,6 +5,7 @@ Stats are dicts of plain Python floats with the names of docs/metrics.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -111,14 +112,34 @@ class PPOBatch:
     ref_logp: torch.Tensor | None = None  # (B, T) reference log-probs, for a KL term in the loss
 
 
+def rollout_forward(policy, ids: torch.Tensor, attn: torch.Tensor, context_length: int, cfg: RunConfig,
+                    forward: Callable = forward_tokens) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
+    """Stage 3 for the policy: log π_old, entropy and values of the rollout, each (B, T) and detached, plus the
+    forward pass that `ppo_update` may reuse (or None).
+
+    A speed shortcut lives here, and only here: with one epoch of one minibatch, the update's first (and only) forward
+    pass is this one, so it is run once with its graph kept and handed to ppo_update (the ratio is exactly 1, as
+    TRL's on-policy path). Otherwise it runs without a graph and ppo_update runs its own. The numbers are the same."""
+    if cfg.ppo_epochs == 1 and cfg.num_minibatches == 1:
+        graph = forward(policy, ids, attn, context_length, cfg.temperature, entropy_grad=cfg.ent_coef != 0)
+        logp, entropy, values = (t.detach() if t is not None else None for t in graph)
+        return logp, entropy, values, graph
+    with torch.no_grad():
+        logp, entropy, values = forward(policy, ids, attn, context_length, cfg.temperature)
+    return logp, entropy, values, None
+
+
 def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: PPOBatch, cfg: RunConfig, generator: torch.Generator,
-               first_forward: tuple | None = None, kl_coef_loss: float = 0.0) -> dict[str, float]:
+               first_forward: tuple | None = None, kl_coef_loss: float = 0.0, forward: Callable = forward_tokens,
+               kl_loss: Callable = kl_penalty_loss) -> dict[str, float]:
     """cfg.ppo_epochs passes over shuffled minibatches of one rollout batch; returns the mean of each statistic.
 
     Hyper-parameters come from cfg: temperature, ppo_epochs, num_minibatches, clip_range, clip_range_value,
     vf_coef, ent_coef, max_grad_norm. first_forward: (logp, entropy, values) of the whole batch with grad, already
     computed by the caller; allowed only for one epoch of one minibatch, where it saves a forward pass (the
-    on-policy shortcut TRL also takes). kl_coef_loss: weight of TRL-GRPO's β·k3 loss term (0: none)."""
+    on-policy shortcut TRL also takes; see rollout_forward). kl_coef_loss: weight of TRL-GRPO's β·k3 loss term (0: none).
+    forward and kl_loss: the policy's forward pass and the KL loss term (forward_tokens, kl_penalty_loss), swappable
+    for lesson 10's faults."""
     B = batch.ids.size(0)
     use_value = batch.returns is not None
     epochs, num_minibatches = cfg.ppo_epochs, cfg.num_minibatches
@@ -134,15 +155,15 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, batch: PPOBatch, cfg: R
             if first_forward is not None:
                 logp, entropy, values = first_forward
             else:
-                logp, entropy, values = forward_tokens(policy, batch.ids[mb], batch.attn[mb], batch.context_length,
-                                                       cfg.temperature, entropy=cfg.ent_coef != 0)
+                logp, entropy, values = forward(policy, batch.ids[mb], batch.attn[mb], batch.context_length,
+                                                cfg.temperature, entropy=cfg.ent_coef != 0)
             pg_loss, pg_stats = policy_loss(logp, batch.logp_old[mb], batch.advantages[mb], mask, cfg.clip_range)
             # no entropy bonus, no entropy term: pg_loss - 0·H is pg_loss to the bit, gradient included, and its
             # backward pass through a (B, T, V) softmax is skipped
             loss = pg_loss - cfg.ent_coef * masked_mean(entropy, mask) if cfg.ent_coef else pg_loss
             stats = {**pg_stats, "loss/policy": pg_loss.item()}
             if kl_coef_loss:
-                kl_l = kl_penalty_loss(logp, batch.logp_old[mb], batch.ref_logp[mb], mask)
+                kl_l = kl_loss(logp, batch.logp_old[mb], batch.ref_logp[mb], mask)
                 loss = loss + kl_coef_loss * kl_l
                 stats["loss/kl"] = kl_l.item()
             if use_value:

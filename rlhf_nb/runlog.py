@@ -155,3 +155,26 @@ class Progress:
             self.bar.disable = True  # tqdm's own close (also at garbage collection) then writes nothing
             self.bar = None
             silence(sys.stderr)  # what is still buffered would fail again at exit (and make the status 120)
+
+
+class StageTimer:
+    """Seconds spent in each stage of a step: `lap(name)` at the end of each stage; `laps` maps name -> seconds.
+
+        timer = StageTimer()
+        rollout = sample(...)
+        timer.lap("rollout")
+    """
+
+    def __init__(self) -> None:
+        self.start = self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
+        self._last = now
+
+    @property
+    def total(self) -> float:
+        """Seconds since the timer started (to the last lap)."""
+        return self._last - self.start

@@ -3,7 +3,6 @@ broken rewrite gets wrong; the optimum and the two reasoning exercises pass righ
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -14,19 +13,20 @@ from rlhf_nb.course.checks import (BAD, OK, TODO, check_clipfrac_remedy, check_j
 from rlhf_nb.kl import kl_estimate, kl_k1
 from rlhf_nb.policy import forward_tokens, sample
 from rlhf_nb.ppo import PPOBatch, ppo_update
-from rlhf_nb.train import next_prompts, ppo_step, step_metrics
+from rlhf_nb.runlog import StageTimer
+from rlhf_nb.train import StepStats, next_prompts, ppo_step, step_metrics
 
 
 def my_step(s, *, sample_stream="sample", whiten=True, temperature=None, count_step=True, kl_fn=kl_estimate,
             drop=None):
     """The lesson's solution, with switches that each break one stage the way a learner might."""
-    cfg, clock = s.cfg, [time.perf_counter()]
+    cfg, timer = s.cfg, StageTimer()
     ro = sample(s.policy, s.tokenizer, next_prompts(s), cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                 generator=s.generators[sample_stream])
     ids, attn, P, mask = ro.query_responses, ro.attention_mask, ro.context_length, ro.completion_mask.float()
-    clock.append(time.perf_counter())
+    timer.lap("rollout")
     scores = s.reward_fn(ro.prompts, ro.completions).float()
-    clock.append(time.perf_counter())
+    timer.lap("score")
     with torch.no_grad():
         logp_old, entropy, values = forward_tokens(s.policy, ids, attn, P, temperature or cfg.temperature)
         ref_logp, _, _ = forward_tokens(s.ref, ids, attn, P, temperature or cfg.temperature)
@@ -37,15 +37,15 @@ def my_step(s, *, sample_stream="sample", whiten=True, temperature=None, count_s
     adv, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
     if whiten:
         adv = whiten_advantages(adv, mask)
-    clock.append(time.perf_counter())
+    timer.lap("forward")
     batch = PPOBatch(ids, attn, P, mask, logp_old, adv, values_old=values, returns=returns, ref_logp=ref_logp)
     upd = ppo_update(s.policy, s.optimizer, batch, cfg, s.generators["minibatch"])
-    clock.append(time.perf_counter())
+    timer.lap("update")
     seq_kl = (kl_k1(logp_old, ref_logp) * mask).sum(1)
     s.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size * cfg.num_generations)
     s.step += int(count_step)
-    clock.append(time.perf_counter())
-    metrics = step_metrics(batch, ro, scores, seq_kl, rewards, non_score, entropy, beta, upd, clock)
+    timer.lap("adapt")
+    metrics = step_metrics(StepStats(ro, batch, scores, seq_kl, rewards, non_score, entropy, beta, upd, timer))
     if drop:
         metrics.pop(drop)
     return metrics

@@ -100,8 +100,8 @@ def test_no_run_with_a_kl_penalty_warns(stored):
 @pytest.mark.slow
 def test_every_beta_above_zero_reaches_the_optimum(stored):
     """Lesson 06's table: mean J/J* >= 0.8 for every β > 0, each seed >= 0.7 (J* from 64 base samples a prompt)."""
-    from rlhf_nb.optimum import base_samples, frontier, objective
-    scores, prompts = base_samples(64, max_new_tokens=12, seed=0)
+    from rlhf_nb.optimum import score_base_samples, frontier, objective
+    scores, prompts = score_base_samples(64, max_new_tokens=12, seed=0)
     opt = frontier(scores, prompts, SWEEP_BETAS)
     for beta, runs in stored["sweep"].items():
         if beta == 0.0:

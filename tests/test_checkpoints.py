@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlhf_nb import checkpoints
+from rlhf_nb import run as run_mod
 from rlhf_nb import train as train_mod
 from rlhf_nb.config import RunConfig
 from rlhf_nb.runlog import RunLogger
@@ -175,7 +176,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one_and_says_where_to_resu
     code, err = cli(capfd, "--out", tmp_path, "--run_name", "r", "--steps_per_epoch", "4", "--save_every", "1",
                     *[f"--{k}={v}" for k, v in TINY.items()])
     run = tmp_path / "r"
-    assert code == train_mod.EXIT_WRITE_FAILED and len(err) == 1, err
+    assert code == run_mod.EXIT_WRITE_FAILED and len(err) == 1, err
     assert "checkpoints/step_2" in err[0] and "the disk is full" in err[0]
     assert f"--resume {run / 'checkpoints' / 'step_1'}" in err[0]
     assert [p.name for p in run.glob("checkpoints/*")] == ["step_1"] and not list(run.rglob(".*tmp-*"))
@@ -203,12 +204,12 @@ def test_a_failed_log_write_stops_the_run_with_one_line(tmp_path, capfd, monkeyp
 
     monkeypatch.setattr(RunLogger, "metrics", full)
     code, err = cli(capfd, "--out", tmp_path, "--steps_per_epoch", "3", *[f"--{k}={v}" for k, v in TINY.items()])
-    assert code == train_mod.EXIT_WRITE_FAILED and len(err) == 1, err
+    assert code == run_mod.EXIT_WRITE_FAILED and len(err) == 1, err
     assert "could not write the run's logs" in err[0] and "nothing to resume from" in err[0]
 
 
 def test_no_room_for_one_checkpoint_is_refused_before_training(tmp_path, capfd, monkeypatch):
-    monkeypatch.setattr(train_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 20, 10 << 20, 5 << 20))
+    monkeypatch.setattr(run_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 20, 10 << 20, 5 << 20))
     code, err = cli(capfd, "--out", tmp_path, "--steps_per_epoch", "3", *[f"--{k}={v}" for k, v in TINY.items()])
     assert code == 2 and len(err) == 1 and "--out" in err[0] and "5.0 MB free" in err[0], err
     assert not any(tmp_path.iterdir())
@@ -242,7 +243,7 @@ def test_a_real_full_disk(tmpfs, capfd):
     out = tmpfs("20m")
     code, err = cli(capfd, "--out", out, "--run_name", "r", "--steps_per_epoch", "6", "--save_every", "2",
                     *[f"--{k}={v}" for k, v in TINY.items()])
-    assert code == train_mod.EXIT_WRITE_FAILED and len(err) == 1 and "the disk is full" in err[0], err
+    assert code == run_mod.EXIT_WRITE_FAILED and len(err) == 1 and "the disk is full" in err[0], err
     assert "inline_container" not in err[0] and f"--resume {out / 'r' / 'checkpoints' / 'step_2'}" in err[0]
     assert checkpoints.read_trainer_state(out / "r" / "checkpoints" / "step_2")["step"] == 2
 

@@ -2,6 +2,7 @@
 abbreviated or changed flags on --resume, broken --model folders, pipes that close, Ctrl-C during start-up."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlhf_nb import run as run_mod
 from rlhf_nb import train as train_mod
 from rlhf_nb.checkpoints import read_trainer_state
 from rlhf_nb.config import RunConfig
@@ -48,7 +50,7 @@ def no_model_load(monkeypatch):
     def setup(cfg):
         raise AssertionError("the model was loaded before the bad input was refused")
 
-    monkeypatch.setattr(train_mod, "setup", setup)
+    monkeypatch.setattr(train_mod, "PPO", dataclasses.replace(train_mod.PPO, setup=setup))
 
 
 def _signal_at_step(sig_at: dict[int, list[int]]):
@@ -83,7 +85,7 @@ def test_a_signal_stops_after_the_step_writes_final_and_exits_128_plus_n(tmp_pat
 def test_max_minutes_exits_75_resumable(tmp_path):
     res = train_mod.train(RunConfig(out=str(tmp_path), steps_per_epoch=5, max_minutes=0.01, **TINY),
                           callback=lambda *a: time.sleep(0.7))
-    assert res.exit_code == train_mod.EXIT_STOPPED == 75 and res.history[-1]["step"] == 1
+    assert res.exit_code == run_mod.EXIT_STOPPED == 75 and res.history[-1]["step"] == 1
     assert read_trainer_state(res.run_dir / "final")["step"] == 1
 
 
@@ -113,8 +115,8 @@ def test_a_second_ctrl_c_abandons_the_step_and_names_the_last_checkpoint(tmp_pat
             os.kill(os.getpid(), signal.SIGINT)
         return real(s)
 
-    monkeypatch.setattr(train_mod, "ppo_step", step_with_two_ctrl_c)
-    with pytest.raises(train_mod.RunAborted) as e:
+    monkeypatch.setattr(train_mod, "PPO", dataclasses.replace(train_mod.PPO, step=step_with_two_ctrl_c))
+    with pytest.raises(run_mod.RunAborted) as e:
         train_mod.train(RunConfig(out=str(tmp_path), run_name="r", steps_per_epoch=4, save_every=1, **TINY))
     run = tmp_path / "r"
     assert f"abandoned step 2 half-way" in str(e.value) and f"--resume {run / 'checkpoints' / 'step_1'}" in str(e.value)
@@ -306,7 +308,7 @@ def test_ctrl_c_while_the_model_loads_is_one_line_and_130(tmp_path, capfd, monke
     def loading(cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod, "setup", loading)
+    monkeypatch.setattr(train_mod, "PPO", dataclasses.replace(train_mod.PPO, setup=loading))
     code, err = cli(capfd, "--out", tmp_path, *TINY_FLAGS)
     assert code == 130 and err == ["interrupted during start-up: nothing was trained or written"]
     assert not any(tmp_path.iterdir())

@@ -124,8 +124,7 @@ def test_the_warning_goes_to_stderr_and_to_train_log(tmp_path, capsys):
     from rlhf_nb.train import train
 
     cfg = faults.demo_config("grpo_same_scores", steps_per_epoch=2, out=str(tmp_path), run_name="r", save_every=0)
-    with faults.inject("grpo_same_scores"):
-        res = train(cfg)
+    res = train(cfg, state=faults.broken_setup(cfg, "grpo_same_scores"))
     err = capsys.readouterr().err
     assert f"{PREFIX} [no_gradient] step 2" in err
     log = (res.run_dir / "logs" / "train.log").read_text()

@@ -366,15 +366,17 @@ def test_range_is_stated():
         DPOConfig(beta=0)
 
 
-def test_cli_writes_a_run_and_resume_refuses_another_beta(pair_files, tmp_path):
+def test_cli_writes_a_run_and_resume_refuses_another_beta(pair_files, tmp_path, capsys):
     args = ["--pairs", str(pair_files / "train_pairs.jsonl"), "--eval_pairs", "none", "--batch_size", "8",
             "--epochs", "1", "--eval_samples", "0", "--progress", "false", "--out", str(tmp_path)]
     p = _cli(*args)
     assert p.returncode == 0, p.stderr
     run = next(tmp_path.glob("run_*"))
     assert len(read_jsonl(run / "logs" / "train.jsonl")) == 2 and (run / "final").is_dir()
-    with pytest.raises(ConfigError, match="--beta cannot change on --resume"):
+    with pytest.raises(SystemExit) as e:
         config_from_args(["--resume", str(run / "final"), "--beta", "0.5"])
+    err = capsys.readouterr().err.splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--beta cannot change on --resume" in err[0], err
     cfg = config_from_args(["--resume", str(run / "final"), "--epochs", "2"])
     assert (cfg.epochs, cfg.batch_size, cfg.eval_pairs) == (2, 8, None)
 

@@ -21,20 +21,41 @@ def pair(name: str, **overrides):
     return faults.run(cfg), faults.run(cfg, name)
 
 
-def test_every_fault_is_documented_and_restored():
+def test_every_fault_is_documented_and_breaks_only_its_own_state():
     text = (ROOT / "docs" / "troubleshooting.md").read_text()
-    before = (train_mod.sample, train_mod.setup, train_mod.forward_tokens, ppo.forward_tokens, ppo.kl_penalty_loss,
-              policy.position_ids_from_mask)
+    modules = (train_mod.sample, train_mod.setup, train_mod.forward_tokens, ppo.forward_tokens, ppo.kl_penalty_loss,
+               policy.position_ids_from_mask, policy.forward_tokens)
+    healthy = train_mod.setup(faults.demo_config("lr_x30"))
+    parts = ("sampler", "forward", "kl_loss", "reward_fn", "kl_ctl", "cfg")
     for name, f in faults.FAULTS.items():
         assert f"`{name}`" in text, f"{name} is not in docs/troubleshooting.md"
         assert f.reference and f.metric
-        with faults.inject(name):
-            pass
-    after = (train_mod.sample, train_mod.setup, train_mod.forward_tokens, ppo.forward_tokens, ppo.kl_penalty_loss,
-             policy.position_ids_from_mask)
-    assert before == after  # every patch is undone when the block ends
+        cfg = faults.demo_config(name)
+        s, broken = train_mod.setup(cfg), faults.broken_setup(cfg, name)
+        changed = [p for p in parts if getattr(broken, p) is not getattr(s, p)]
+        changed += ["policy mode"] * (broken.policy.training != s.policy.training)
+        changed += ["lr"] * (broken.optimizer.param_groups[0]["lr"] != s.optimizer.param_groups[0]["lr"])
+        assert changed, f"{name} changed nothing in the state"
+    assert modules == (train_mod.sample, train_mod.setup, train_mod.forward_tokens, ppo.forward_tokens,
+                       ppo.kl_penalty_loss, policy.position_ids_from_mask, policy.forward_tokens)  # nothing patched
+    assert (healthy.sampler, healthy.forward, healthy.kl_loss) == (policy.sample, policy.forward_tokens,
+                                                                   ppo.kl_penalty_loss)
     with pytest.raises(ValueError, match="fault must be one of"):
         faults.get("nope")
+
+
+def test_run_takes_a_reward_fn_and_the_fault_sees_it():
+    cfg = faults.demo_config("grpo_same_scores", steps_per_epoch=1)
+    calls = []
+
+    def constant(prompts, completions):
+        calls.append(len(completions))
+        return torch.full((len(completions),), 0.5)
+
+    r = faults.run(cfg, reward_fn=constant)
+    assert calls == [cfg.batch_size * cfg.num_generations]
+    assert r.history[0]["objective/scores"] == 0.5
+    assert faults.run(cfg, "grpo_same_scores", reward_fn=constant).history[0]["objective/scores"] == 0.5
 
 
 def test_topk_sampling_makes_the_logged_kl_something_else():
@@ -48,9 +69,8 @@ def test_topk_sampling_makes_the_logged_kl_something_else():
     healthy, broken = pair("topk_logprob_mismatch")
     assert healthy.column("objective/kl")[0] == broken.column("objective/kl")[0] == 0.0  # π = ρ at step 1
     assert broken.column("objective/kl")[1:] != healthy.column("objective/kl")[1:]
-    s = train_mod.setup(faults.demo_config("topk_logprob_mismatch"))
-    with faults.inject("topk_logprob_mismatch"):
-        ro = train_mod.sample(s.policy, s.tokenizer, train_mod.next_prompts(s), 8, generator=s.generators["sample"])
+    s = faults.broken_setup(faults.demo_config("topk_logprob_mismatch"), "topk_logprob_mismatch")
+    ro = s.sampler(s.policy, s.tokenizer, train_mod.next_prompts(s), 8, generator=s.generators["sample"])
     with torch.no_grad():
         logits = policy.scored_columns(s.policy.lm, ro.query_responses, ro.attention_mask, ro.responses.size(1))[1]
     top5 = logits.topk(5, dim=-1).indices

@@ -79,15 +79,15 @@ def test_mismatched_prompts_is_one_clear_error():
         optimum_by_prompt(R, ["a", "b"], 0.1)
 
 
-def test_base_samples_cover_every_prompt_and_reproduce():
+def test_score_base_samples_cover_every_prompt_and_reproduce():
     from rlhf_nb.corpus import PROMPTS
-    from rlhf_nb.optimum import base_samples, kl_regularised_optimum
+    from rlhf_nb.optimum import score_base_samples, kl_regularised_optimum
 
-    r, prompts = base_samples(1, max_new_tokens=4, seed=5)
+    r, prompts = score_base_samples(1, max_new_tokens=4, seed=5)
     assert len(r) == len(PROMPTS) and sorted(prompts) == sorted(PROMPTS)
-    assert torch.equal(r, base_samples(1, max_new_tokens=4, seed=5)[0])
+    assert torch.equal(r, score_base_samples(1, max_new_tokens=4, seed=5)[0])
     with pytest.raises(ValueError, match="n_per_prompt"):
-        base_samples(0)
+        score_base_samples(0)
     out = kl_regularised_optimum(betas=(0.05,), n=len(PROMPTS), max_new_tokens=4, seed=5)
     assert out["n"] == len(PROMPTS) and out["n_per_prompt"] == 1
     # one sample per prompt: pi* can only be that sample, so no KL and J* = its mean score

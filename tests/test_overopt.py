@@ -152,15 +152,15 @@ def test_sweep_tables_from_a_synthetic_sweep():
 
 @pytest.mark.parametrize("k", [250, 1000, 4000])
 def test_committed_proxies_reproduce_their_held_out_accuracy(k):
-    from rlhf_nb.overopt import load_pairs, load_proxy_metrics, proxy_dir
+    from rlhf_nb.overopt import proxy_pairs, load_proxy_metrics, proxy_dir
     from rlhf_nb.reward_model import evaluate, load_reward_model
 
     m = load_proxy_metrics(k)
     assert m["n_train_pairs"] == k and m["pairs"]["temperature"] == 0.15 and m["pairs"]["max_new_tokens"] == 12
     model, tok = load_reward_model(proxy_dir(k))
-    got = evaluate(model, tok, load_pairs(k, "eval"))
+    got = evaluate(model, tok, proxy_pairs(k, "eval"))
     assert got["accuracy"] == pytest.approx(m["accuracy"], abs=1e-6)
-    assert load_pairs(k) == load_pairs(4000)[:k]  # nested: the proxies differ only in how much data they saw
+    assert proxy_pairs(k) == proxy_pairs(4000)[:k]  # nested: the proxies differ only in how much data they saw
 
 
 def test_builders_refuse_bad_flags_in_one_line():
@@ -194,14 +194,14 @@ def test_rl_curve_scores_the_policy_from_step_0():
     assert rows == rl_curve(cfg, eval_every=2, eval_prompts=prompts, judges=judges)  # same seed, same rows
 
 
-def test_sample_base_and_score_samples_shapes():
+def test_base_completions_and_score_samples_shapes():
     from rlhf_nb.gold import gold_text_scores
-    from rlhf_nb.overopt import sample_base, score_samples
+    from rlhf_nb.overopt import base_completions, score_samples
     from rlhf_nb.text import join_text
 
     prompts = ["The plot was", "The cast"]
-    comps = sample_base(prompts, 5, max_new_tokens=6, seed=0)
-    assert [len(c) for c in comps] == [5, 5] and comps == sample_base(prompts, 5, max_new_tokens=6, seed=0)
+    comps = base_completions(prompts, 5, max_new_tokens=6, seed=0)
+    assert [len(c) for c in comps] == [5, 5] and comps == base_completions(prompts, 5, max_new_tokens=6, seed=0)
     s = score_samples(prompts, comps, {"len": lambda p, c: torch.tensor([float(len(x)) for x in c])})
     assert s["len"].shape == s["gold"].shape == (2, 5)
     assert s["len"][1, 2] == len(comps[1][2])

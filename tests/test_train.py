@@ -1,6 +1,7 @@
 """The loop end to end: run layout, same seed -> same JSONL, exact resume, signals, bad config, improvement."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +18,8 @@ from rlhf_nb.checkpoints import CheckpointError, load_checkpoint
 from rlhf_nb.config import ConfigError, RunConfig
 from rlhf_nb.policy import forward_tokens
 from rlhf_nb.runlog import new_run_dir, read_jsonl, strip_wall_time
-from rlhf_nb.train import lr_factor, ppo_step, setup, train, warmup_factor
+from rlhf_nb.schedule import lr_factor, warmup_factor
+from rlhf_nb.train import ppo_step, setup, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(batch_size=8, max_new_tokens=8, steps_per_epoch=4, progress=False, num_minibatches=2, ppo_epochs=2)
@@ -176,7 +178,7 @@ def test_every_logged_metric_is_defined_in_the_glossary(tmp_path):
                 assert f"`{name}`" in glossary, f"{name} is logged but not defined in docs/metrics.md"
 
 
-def test_single_pass_shortcut_uses_one_policy_forward_and_stays_on_policy(monkeypatch):
+def test_single_pass_shortcut_uses_one_policy_forward_and_stays_on_policy():
     """With one epoch of one minibatch, the update's own forward gives the old log-probs: ratio 1, nothing clipped."""
     from rlhf_nb import train as train_mod
 
@@ -187,8 +189,10 @@ def test_single_pass_shortcut_uses_one_policy_forward_and_stays_on_policy(monkey
         calls.append(1)
         return forward_tokens(*a, **k)
 
-    monkeypatch.setattr(train_mod, "forward_tokens", counting)  # ppo_step's forward passes; the update's are in ppo
-    fast = train(RunConfig(**kw), write_run=False).history
+    cfg = RunConfig(**kw)
+    s = train_mod.setup(cfg)
+    s.forward = counting  # every forward pass of the step, the update's included
+    fast = train(cfg, write_run=False, state=s).history
     assert len(calls) == 2 * 3  # policy (with grad, reused by the update) + reference, per step
     for r in fast:
         assert r["policy/ratio"] == 1.0 and r["policy/clipfrac"] == 0.0
@@ -243,7 +247,8 @@ def test_a_run_dir_that_is_a_file_or_holds_a_run_is_refused_before_the_model_loa
     from rlhf_nb import train as train_mod
     from rlhf_nb.config import ConfigError
 
-    monkeypatch.setattr(train_mod, "setup", lambda cfg: pytest.fail("set-up ran before run_dir was checked"))
+    monkeypatch.setattr(train_mod, "PPO", dataclasses.replace(
+        train_mod.PPO, setup=lambda cfg: pytest.fail("set-up ran before run_dir was checked")))
     cfg = RunConfig(steps_per_epoch=1, batch_size=2, progress=False)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")

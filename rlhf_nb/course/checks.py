@@ -424,7 +424,7 @@ def _ppo_step_state(cfg=None):
     from ..train import setup
 
     # two epochs of two minibatches: the general path (no single-pass shortcut), small enough to run in a second; a
-    # constant learning rate, so that the seven stages are the whole step (train.lr_factor is 1 at every step)
+    # constant learning rate, so that the seven stages are the whole step (schedule.lr_factor is 1 at every step)
     cfg = cfg or RunConfig(seed=3, batch_size=8, max_new_tokens=8, ppo_epochs=2, num_minibatches=2, kl_coef=0.05,
                            lr_decay="constant", progress=False, device="cpu", log_samples=0)
     return setup(cfg)
@@ -450,8 +450,8 @@ def check_ppo_step(fn: Callable, steps: int = 2, cfg=None) -> tuple[bool, str]:
         missing = sorted(k for k in want if not k.startswith("time/") and k not in got)
         if missing:
             return False, f"{where} your metrics lack {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}: " \
-                          "return step_metrics(batch, ro, scores, seq_kl, rewards, non_score_reward, entropy, beta, " \
-                          "upd, clock)"
+                          "return step_metrics(StepStats(ro, batch, scores, seq_kl, rewards, non_score_reward, " \
+                          "entropy, beta, upd, timer))"
         if len(got_batches) != 1:
             return False, f"{where} ppo_update was called {len(got_batches)} times; call it once per step, with the " \
                           "whole PPOBatch (it makes the epochs and minibatches itself)"
@@ -603,51 +603,6 @@ def check_knob(name: str, answer: Any) -> bool:
     return _verdict(got in want, title, f"`{fields}`: {how}")
 
 
-# ------------------------------------------------------------------ lesson 10: failure modes
-
-def check_diagnosis(answer: Any) -> bool:
-    """Name the hidden fault of each mystery run: {label: fault name, or "healthy"} for every run of the exercise."""
-    from ..faults import FAULTS, HEALTHY, MYSTERY
-
-    name = "diagnosis"
-    allowed = sorted(FAULTS) + [HEALTHY]
-    if answer is None:
-        return _not_yet(name, f"set `answer` to a dict {{label: fault}} for the runs {', '.join(MYSTERY)}; "
-                              f"a fault is one of {', '.join(allowed)}")
-    if not isinstance(answer, dict) or sorted(answer) != sorted(MYSTERY):
-        return _verdict(False, name, f"answer with a dict whose keys are exactly {', '.join(MYSTERY)}; got {answer!r}")
-    unknown = {k: v for k, v in answer.items() if v not in allowed}
-    if unknown:
-        return _verdict(False, name, f"{unknown} names no fault; choose from {', '.join(allowed)}")
-    wrong = []
-    for label, (truth, _) in MYSTERY.items():
-        if answer[label] != truth:
-            look = ("a healthy run: every metric in its usual range" if truth == HEALTHY
-                    else f"look again at {FAULTS[truth].metric}")
-            wrong.append(f"run {label} is not {answer[label]} ({look})")
-    if wrong:
-        return _verdict(False, name, f"{len(MYSTERY) - len(wrong)} of {len(MYSTERY)} right; " + "; ".join(wrong))
-    return _verdict(True, name, "; ".join(f"{label}: {truth}" + ("" if truth == HEALTHY else
-                                                                  f", given away by {FAULTS[truth].metric}")
-                                          for label, (truth, _) in MYSTERY.items()))
-
-
-@_checker("expected gradient of a KL loss term")
-def check_expected_kl_gradient(fn: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]) -> tuple[bool, str]:
-    """fn(logits (V,), ref_logits (V,), estimator) -> (V,) E_{y~π}[∇_z kl_est(y)] with y held fixed inside the loss."""
-    from ..faults import expected_kl_loss_gradient
-
-    g = _gen(10)
-    logits, ref = torch.randn(9, generator=g), torch.randn(9, generator=g)
-    for est in ("k1", "k3"):
-        got = _tensor(_call(fn, logits.clone(), ref.clone(), est), "the gradient")
-        ok, why = _close(got, expected_kl_loss_gradient(logits, ref, est), f"E[∇ {est}]", atol=1e-5)
-        if not ok:
-            return False, why + " — weight each token's gradient by π(y), detached: the sample does not move"
-    return True, ("E[∇ k1] = Σ_y π(y)·∇log π(y) = ∇Σ_y π(y) = 0: k1 in the loss pulls nowhere; "
-                  "E[∇ k3] = ∇KL(ρ‖π) ≠ 0 pulls π toward the reference")
-
-
 # ------------------------------------------------------------------ lesson 08: reward over-optimisation
 
 def check_kl_bon(answer: Any, n: int = 16) -> bool:
@@ -786,3 +741,48 @@ def check_beta_limits(beta_to_zero: Any, beta_to_infinity: Any) -> bool:
                     "the largest KL). β → ∞: any h > 0 already gives a loss near 0 and the gradient β·σ(−β·h) dies as "
                     "soon as h ≈ 1/β, so the policy stays at the reference. The same limits as PPO's KL coefficient: "
                     "π* ∝ ρ·exp(r/β)")
+
+
+# ------------------------------------------------------------------ lesson 10: failure modes
+
+def check_diagnosis(answer: Any) -> bool:
+    """Name the hidden fault of each mystery run: {label: fault name, or "healthy"} for every run of the exercise."""
+    from ..faults import FAULTS, HEALTHY, MYSTERY
+
+    name = "diagnosis"
+    allowed = sorted(FAULTS) + [HEALTHY]
+    if answer is None:
+        return _not_yet(name, f"set `answer` to a dict {{label: fault}} for the runs {', '.join(MYSTERY)}; "
+                              f"a fault is one of {', '.join(allowed)}")
+    if not isinstance(answer, dict) or sorted(answer) != sorted(MYSTERY):
+        return _verdict(False, name, f"answer with a dict whose keys are exactly {', '.join(MYSTERY)}; got {answer!r}")
+    unknown = {k: v for k, v in answer.items() if v not in allowed}
+    if unknown:
+        return _verdict(False, name, f"{unknown} names no fault; choose from {', '.join(allowed)}")
+    wrong = []
+    for label, (truth, _) in MYSTERY.items():
+        if answer[label] != truth:
+            look = ("a healthy run: every metric in its usual range" if truth == HEALTHY
+                    else f"look again at {FAULTS[truth].metric}")
+            wrong.append(f"run {label} is not {answer[label]} ({look})")
+    if wrong:
+        return _verdict(False, name, f"{len(MYSTERY) - len(wrong)} of {len(MYSTERY)} right; " + "; ".join(wrong))
+    return _verdict(True, name, "; ".join(f"{label}: {truth}" + ("" if truth == HEALTHY else
+                                                                  f", given away by {FAULTS[truth].metric}")
+                                          for label, (truth, _) in MYSTERY.items()))
+
+
+@_checker("expected gradient of a KL loss term")
+def check_expected_kl_gradient(fn: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]) -> tuple[bool, str]:
+    """fn(logits (V,), ref_logits (V,), estimator) -> (V,) E_{y~π}[∇_z kl_est(y)] with y held fixed inside the loss."""
+    from ..faults import expected_kl_loss_gradient
+
+    g = _gen(10)
+    logits, ref = torch.randn(9, generator=g), torch.randn(9, generator=g)
+    for est in ("k1", "k3"):
+        got = _tensor(_call(fn, logits.clone(), ref.clone(), est), "the gradient")
+        ok, why = _close(got, expected_kl_loss_gradient(logits, ref, est), f"E[∇ {est}]", atol=1e-5)
+        if not ok:
+            return False, why + " — weight each token's gradient by π(y), detached: the sample does not move"
+    return True, ("E[∇ k1] = Σ_y π(y)·∇log π(y) = ∇Σ_y π(y) = 0: k1 in the loss pulls nowhere; "
+                  "E[∇ k3] = ∇KL(ρ‖π) ≠ 0 pulls π toward the reference")

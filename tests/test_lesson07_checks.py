@@ -1,4 +1,4 @@
-"""Lesson 07's exercise checkers (rlhf_nb/scale.py): right answers pass, wrong ones fail with a reason, None is 'not attempted'."""
+"""Lesson 07's exercise checkers (rlhf_nb/course/checks.py): right answers pass, wrong ones fail with a reason, None is 'not attempted'."""
 import pytest
 import torch
 
