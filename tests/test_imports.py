@@ -87,3 +87,28 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def private_imports() -> list[str]:
+    """`from <package module> import _name` anywhere in the package: one module leaning on another's internals."""
+    found = []
+    for mod, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("rlhf_nb")):
+                found += [f"{mod}:{node.lineno} imports {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_s_private_name():
+    assert private_imports() == []
+
+
+def test_the_private_import_finder_sees_one(tmp_path, monkeypatch):
+    fake = tmp_path / "rlhf_nb"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "a.py").write_text("def f():\n    from .b import _helper\n")
+    (fake / "b.py").write_text("def _helper():\n    pass\n")
+    monkeypatch.setitem(globals(), "PACKAGE", fake)
+    assert private_imports() == ["rlhf_nb.a:2 imports _helper"]
