@@ -90,38 +90,39 @@ def setup(cfg: RunConfig) -> TrainState:
     return TrainState(cfg, policy, ref, tokenizer, optimizer, reward_fn, kl_ctl, gens, device, gold_fn=gold_fn)
 
 
-def next_prompts(s: TrainState) -> list[str]:
+def next_prompts(state: TrainState) -> list[str]:
     """batch_size prompts drawn from the prompt set, each repeated num_generations times (contiguous groups)."""
-    idx = torch.randint(len(s.prompts), (s.cfg.batch_size,), generator=s.generators["prompts"])
-    return [s.prompts[i] for i in idx.tolist() for _ in range(s.cfg.num_generations)]
+    idx = torch.randint(len(state.prompts), (state.cfg.batch_size,), generator=state.generators["prompts"])
+    return [state.prompts[i] for i in idx.tolist() for _ in range(state.cfg.num_generations)]
 
 
-def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
+def ppo_step(state: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     """One RLHF step. Returns (metrics, samples) — metrics use the names of docs/metrics.md."""
-    cfg, timer = s.cfg, StageTimer()
+    cfg, timer = state.cfg, StageTimer()
 
     # 1. rollout: sample completions from the current policy
-    ro = s.sampler(s.policy, s.tokenizer, next_prompts(s), cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                   generator=s.generators["sample"])
+    ro = state.sampler(state.policy, state.tokenizer, next_prompts(state), cfg.max_new_tokens, cfg.temperature,
+                       cfg.top_k, cfg.top_p, generator=state.generators["sample"])
     ids, attn, P = ro.query_responses, ro.attention_mask, ro.context_length
     mask = ro.completion_mask.float()  # (B, T)
     timer.lap("rollout")
 
     # 2. score each prompt + completion with the sequence-level reward
-    scores = s.reward_fn(ro.prompts, ro.completions).to(s.device).float()  # (B,)
+    scores = state.reward_fn(ro.prompts, ro.completions).to(state.device).float()  # (B,)
     if cfg.missing_eos_penalty is not None:
         scores = scores - cfg.missing_eos_penalty * (~ro.ended_with_eos).float()
-    gold = s.gold_fn(ro.prompts, ro.completions) if s.gold_fn is not None else None  # (B,) logged, never optimised
+    gold = state.gold_fn(ro.prompts, ro.completions) if state.gold_fn else None  # (B,) logged, never optimised
     timer.lap("score")
 
     # 3. log-probs under the policy (old, frozen for this step) and the reference; values
-    logp_old, entropy, values, graph = rollout_forward(s.policy, ids, attn, P, cfg, s.forward)  # graph: see its doc
+    # graph: the policy's forward pass, kept for the update when it is the only one (see rollout_forward)
+    logp_old, entropy, values, graph = rollout_forward(state.policy, ids, attn, P, cfg, state.forward)
     with torch.no_grad():
-        ref_logp, _, _ = s.forward(s.ref, ids, attn, P, cfg.temperature, entropy=False)
+        ref_logp, _, _ = state.forward(state.ref, ids, attn, P, cfg.temperature, entropy=False)
     logp_old, ref_logp, values = logp_old * mask, ref_logp * mask, values * mask
 
     # 4. KL penalty per token: r_t = -beta * kl_t (+ score at the last real token); or, TRL-GRPO style, beta * k3 in the loss
-    beta = s.kl_ctl.value
+    beta = state.kl_ctl.value
     kl = kl_estimate(logp_old, ref_logp, cfg.kl_estimator) * mask  # (B, T)
     rewards, non_score_reward = per_token_rewards(scores, kl, mask, 0.0 if cfg.kl_in_loss else beta)
 
@@ -138,17 +139,17 @@ def ppo_step(s: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     timer.lap("forward")
 
     # 6. PPO epochs over shuffled minibatches
-    set_learning_rate(s.optimizer, lr_factor(s.step, cfg))  # this step's rate (--lr_warmup_steps, --lr_decay)
+    set_learning_rate(state.optimizer, lr_factor(state.step, cfg))  # this step's rate (--lr_warmup_steps, --lr_decay)
     batch = PPOBatch(ids, attn, P, mask, logp_old, advantages, values_old=values if returns is not None else None,
                      returns=returns, ref_logp=ref_logp)
-    upd = ppo_update(s.policy, s.optimizer, batch, cfg, s.generators["minibatch"], graph,
-                     kl_coef_loss=beta if cfg.kl_in_loss else 0.0, forward=s.forward, kl_loss=s.kl_loss)
+    upd = ppo_update(state.policy, state.optimizer, batch, cfg, state.generators["minibatch"], graph,
+                     kl_coef_loss=beta if cfg.kl_in_loss else 0.0, forward=state.forward, kl_loss=state.kl_loss)
     timer.lap("update")
 
     # 7. adapt beta toward the target KL (a no-op for the fixed controller)
     seq_kl = (kl_k1(logp_old, ref_logp) * mask).sum(1)  # (B,)
-    s.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size * cfg.num_generations)
-    s.step += 1
+    state.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size * cfg.num_generations)
+    state.step += 1
     timer.lap("adapt")
 
     metrics = step_metrics(StepStats(ro, batch, scores, seq_kl, rewards, non_score_reward, entropy, beta, upd, timer))
