@@ -81,8 +81,9 @@ class RunOptions(Options):
     device: str = option("auto", "where to train: auto picks cuda when present", choices=DEVICE_CHOICES)
     threads: int = option(1, "CPU threads for torch (0: all cores); the same count reproduces the same numbers", 0, 256)
     epochs: int = option(1, "epochs: passes over the trainer's steps_per_epoch", 1, 10_000)
-    max_minutes: float | None = option(None, "stop early (with a final checkpoint) after this many minutes", 0.01,
-                                       10_080, nullable=True)
+    max_minutes: float | None = option(None, "stop early (with a final checkpoint) after this many minutes of "
+                                       "training, counted from the first step (set-up, such as DPO scoring its "
+                                       "pairs, is not counted)", 0.01, 10_080, nullable=True)
     out: str = option("runs", "parent folder; each run gets a fresh runs/run_YYYYMMDD_HHMMSS/ (never overwritten)")
     run_name: str | None = option(None, "folder name under --out instead of run_YYYYMMDD_HHMMSS", nullable=True)
     resume: str | None = option(None, "checkpoint folder to resume from (…/checkpoints/step_N or …/final)",

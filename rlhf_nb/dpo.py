@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
-import torch
+if __name__ == "__main__":  # `python -m rlhf_nb.dpo`: a Ctrl-C while torch imports ends in one line too
+    from .startup import catch_ctrl_c_while_importing
+
+    catch_ctrl_c_while_importing()
+
+import torch  # noqa: E402 (the guard above must run first)
 import torch.nn.functional as F
 
 from .cli import cli_from_dataclass
@@ -44,27 +49,61 @@ def resolve_pairs(name: str, split: str = "train") -> Path:
     return p
 
 
+MAX_PAIRS_FILE_BYTES = 1 << 30  # 1 GiB: a bigger file is almost surely not meant (lesson 08's 4,000 pairs: 0.6 MB)
+
+
 def load_pairs(path: str | Path, flag: str = "--pairs", split: str = "train") -> list[dict]:
-    """Preference records {prompt, chosen, rejected, …}; a bad file is one ValueError that names the flag."""
+    """Preference records {prompt, chosen, rejected, …} from a JSONL file; anything wrong is one ValueError naming the
+    flag, the file and the line: not UTF-8, not JSON, not an object, a field missing or not a string, an empty prompt,
+    an empty chosen and rejected, a lone surrogate (\\ud800) no tokenizer can read, or a file over 1 GiB.
+
+    Duplicate records and ties (chosen == rejected) are kept: sampled preference data has them (proxy-rm-4000's
+    4,000 training pairs hold 10 duplicates and 15 ties), and a tie has no DPO gradient (its margin is 0 for any π)."""
     path = resolve_pairs(str(path), split)
     if not path.is_file():
         raise ValueError(f"{flag} must be a JSONL file of {{prompt, chosen, rejected}} records or a folder under "
                          f"rlhf_nb/assets with {split}_pairs.jsonl, got {str(path)!r}")
+    size = path.stat().st_size
+    if size > MAX_PAIRS_FILE_BYTES:
+        raise ValueError(f"{flag} {path} is {size / 2**30:.1f} GiB; the limit is 1 GiB (split it, or pass a sample)")
     pairs = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{flag} {path}: line {i} is not UTF-8 (byte {raw[e.start]:#04x} at column "
+                                 f"{e.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{flag} {path}: line {i} is not JSON ({e.msg})") from None
-            if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in PAIR_KEYS):
-                raise ValueError(f"{flag} {path}: line {i} needs string fields {', '.join(PAIR_KEYS)}")
-            pairs.append(r)
+            pairs.append(_pair_record(line, f"{flag} {path}: line {i}"))
     if not pairs:
         raise ValueError(f"{flag} {path} holds no preference records")
     return pairs
+
+
+def _pair_record(line: str, where: str) -> dict:
+    """One JSONL line as a checked record; `where` starts each error message."""
+    try:
+        r = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where} is not JSON ({e.msg})") from None
+    if not isinstance(r, dict):
+        raise ValueError(f"{where} must be a JSON object with string fields {', '.join(PAIR_KEYS)}, got "
+                         f"{type(r).__name__}")
+    for k in PAIR_KEYS:
+        if not isinstance(r.get(k), str):
+            got = "missing" if k not in r else f"{type(r[k]).__name__} {r[k]!r}"[:60]
+            raise ValueError(f"{where}: '{k}' must be a string, got {got}")
+        try:
+            r[k].encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: '{k}' holds invalid Unicode (a lone surrogate such as \\ud800)") from None
+    if not r["prompt"].strip():
+        raise ValueError(f"{where}: 'prompt' is empty; every pair needs a prompt to condition on")
+    if not r["chosen"] and not r["rejected"]:
+        raise ValueError(f"{where}: 'chosen' and 'rejected' are both empty; there is nothing to prefer")
+    return r
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -77,20 +116,29 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 Encoded = tuple[list[int], list[int], list[int]]  # prompt ids, chosen ids + EOS, rejected ids + EOS
 
 
-def tokenize_pairs(tokenizer, pairs: Sequence[dict]) -> list[Encoded]:
+def tokenize_pairs(tokenizer, pairs: Sequence[dict], progress: bool = False) -> list[Encoded]:
     """(prompt ids, chosen ids + EOS, rejected ids + EOS) per pair, split where TRL's DPOTrainer splits them.
 
     prompt + completion is tokenized as one text (BPE may merge across the seam); the completion starts where that
     and the tokenized prompt diverge. EOS closes each completion: the model learns where a preferred answer ends."""
     eos = tokenizer.eos_token_id
     out = []
-    for r in pairs:
+    for r in _bar(pairs, progress, "tokenizing pairs"):
         p = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
         c = tokenizer(r["prompt"] + r["chosen"], add_special_tokens=False)["input_ids"]
         j = tokenizer(r["prompt"] + r["rejected"], add_special_tokens=False)["input_ids"]
         k = min(_common_prefix(p, c), _common_prefix(p, j))
         out.append((p[:k], c[k:] + [eos], j[k:] + [eos]))
     return out
+
+
+def _bar(items, on: bool, desc: str):
+    """items, with a progress bar on stderr when on (set-up over a large pairs file takes minutes)."""
+    if not on:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="pair" if desc.startswith("tok") else "batch", leave=False)
 
 
 @dataclass
@@ -128,10 +176,11 @@ def sequence_logps(model, batch: PairBatch, entropy: bool = True) -> tuple[torch
 
 
 @torch.no_grad()
-def reference_logps(ref, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 64) -> torch.Tensor:
+def reference_logps(ref, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 64,
+                    progress: bool = False) -> torch.Tensor:
     """(N, 2) log ρ(y_w|x), log ρ(y_l|x) of every pair, computed once: the reference never changes."""
     out = []
-    for i in range(0, len(encoded), batch_size):
+    for i in _bar(range(0, len(encoded), batch_size), progress, "scoring pairs under the reference"):
         logps, _ = sequence_logps(ref, collate(encoded[i:i + batch_size], pad_id), entropy=False)
         out.append(torch.stack(logps.chunk(2), dim=1))
     return torch.cat(out)
@@ -325,7 +374,7 @@ def setup(cfg: DPOConfig) -> DPOState:
     ctx = model_context_length(cfg.model)
     seed_everything(cfg.seed, threads=cfg.threads)
     lm, tokenizer = load_policy(cfg.model, device)
-    encoded = tokenize_pairs(tokenizer, pairs)
+    encoded = tokenize_pairs(tokenizer, pairs, cfg.progress)
     lengths = [len(p) + max(len(c), len(r)) for p, c, r in encoded]
     if max(lengths) > ctx:
         i = lengths.index(max(lengths))
@@ -333,7 +382,7 @@ def setup(cfg: DPOConfig) -> DPOState:
     ref = make_reference(lm)
     policy = PolicyWithValue(lm).to(device).eval()  # dropout off: the same text must get the same log-prob
     optimizer = torch.optim.Adam(policy.lm.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
-    ref_logps = reference_logps(ref, encoded, tokenizer.pad_token_id)
+    ref_logps = reference_logps(ref, encoded, tokenizer.pad_token_id, progress=cfg.progress)
     return DPOState(cfg, policy, ref, tokenizer, optimizer, encoded, ref_logps, eval_pairs, device)
 
 

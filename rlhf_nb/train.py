@@ -7,19 +7,15 @@ rest of a run (folder, logs, checkpoints, resume, signals, exit statuses), as it
 """
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 if __name__ == "__main__":  # `python -m rlhf_nb.train`: a Ctrl-C while torch imports (seconds) ends in one line too
-    def _interrupted_while_importing(signum, frame):
-        os.write(2, b"\ninterrupted during start-up: nothing was trained or written\n")
-        os._exit(130)
+    from .startup import catch_ctrl_c_while_importing
 
-    signal.signal(signal.SIGINT, _interrupted_while_importing)
+    catch_ctrl_c_while_importing()
 
 import torch  # noqa: E402 (the guard above must run first)
 

@@ -288,8 +288,9 @@ def test_a_run_whose_stdout_and_stderr_close_still_finishes(tmp_path):
     assert read_trainer_state(next(tmp_path.iterdir()) / "final")["step"] == 2
 
 
-def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "rlhf_nb.train", "--steps_per_epoch", "1000", "--out", str(tmp_path)],
+@pytest.mark.parametrize("module", ["rlhf_nb.train", "rlhf_nb.dpo"])
+def test_ctrl_c_while_importing_is_one_line_and_130(tmp_path, module):
+    proc = subprocess.Popen([sys.executable, "-m", module, "--epochs", "1000", "--out", str(tmp_path)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.time() + 60
     if not maps.parent.is_dir():

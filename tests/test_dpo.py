@@ -423,3 +423,48 @@ def test_summary_and_matched_kl_on_a_small_comparison():
     table = {(r["KL budget"], r["method"]): r for r in matched_kl(comp, budgets=(1.0, 2.0, 4.0))}
     assert table[(1.0, "DPO")]["step"] == 0 and table[(2.0, "DPO")]["gold"] == 0.25  # mean KL 1.5 fits only from 2
     assert table[(4.0, "reward model + PPO")]["gold"] == 0.4 and table[(1.0, "SFT on the chosen")]["gold"] == 0.05
+
+
+# ---------------------------------------------------------------- pairs files: content, not only structure
+
+GOOD = '{"prompt": "The plot was", "chosen": " fine.", "rejected": " dull."}\n'
+
+
+@pytest.mark.parametrize("line, says", [
+    (b'{"prompt": "", "chosen": " a.", "rejected": " b."}', "'prompt' is empty"),
+    (b'{"prompt": "   ", "chosen": " a.", "rejected": " b."}', "'prompt' is empty"),
+    (b'{"prompt": "x", "chosen": "", "rejected": ""}', "both empty"),
+    (b'{"prompt": "x\\ud800", "chosen": " a.", "rejected": " b."}', "lone surrogate"),
+    (b'{"prompt": "x", "chosen": 3, "rejected": " b."}', "'chosen' must be a string, got int 3"),
+    (b'{"prompt": "x", "chosen": " a."}', "'rejected' must be a string, got missing"),
+    (b'["x", " a.", " b."]', "must be a JSON object"),
+    (b'{"prompt": "caf\xe9", "chosen": " a.", "rejected": " b."}', "is not UTF-8 (byte 0xe9 at column 16)"),
+    (b'{"prompt": "x", ', "is not JSON"),
+])
+def test_a_bad_pairs_record_is_one_error_naming_the_flag_file_and_line(tmp_path, line, says):
+    from rlhf_nb.dpo import load_pairs
+
+    f = tmp_path / "pairs.jsonl"
+    f.write_bytes(GOOD.encode() + b"\n" + line + b"\n")
+    with pytest.raises(ValueError) as e:
+        load_pairs(f)
+    assert str(e.value).startswith(f"--pairs {f}: line 3") and says in str(e.value), str(e.value)
+
+
+def test_duplicates_and_ties_are_kept_as_sampled_data_has_them(tmp_path):
+    from rlhf_nb.dpo import load_pairs
+
+    f = tmp_path / "pairs.jsonl"
+    tie = '{"prompt": "The plot was", "chosen": " dull.", "rejected": " dull."}\n'
+    f.write_text(GOOD + GOOD + tie)
+    assert len(load_pairs(f)) == 3
+
+
+def test_a_bad_pairs_file_fails_the_cli_before_any_folder_is_made(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_bytes(b'{"prompt": "", "chosen": " a.", "rejected": " b."}\n')
+    out = tmp_path / "runs"
+    p = _cli("--pairs", str(f), "--out", str(out), "--progress", "false")
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "line 1: 'prompt' is empty" in err[0], p.stderr
+    assert not out.exists()
