@@ -90,11 +90,13 @@ def test_greedy_continuation_is_a_finished_sentence(loaded):
     assert tok.decode(out, skip_special_tokens=True).rstrip().endswith((".", "!"))
 
 
-@pytest.mark.parametrize("argv, msg", [(["--steps", "0"], "--steps must be in [1, 1000000], got 0"),
+@pytest.mark.parametrize("argv, msg", [(["--steps", "0"], "--steps must be in [1, 1e+06], got 0"),
                                        (["--steps", "-5"], "--steps must be in"),
                                        (["--out", "{file}"], "--out must be a folder"),
                                        (["--report", "--out", "{tmp}"], "--report: no model at"),
-                                       (["--report", "--n", "0"], "--n must be >= 1")])
+                                       (["--report", "--n", "0"], "--n must be in [1, 100000], got 0"),
+                                       (["--n_head", "3"], "--n_embd must be a multiple of --n_head"),
+                                       (["--vocab_size", "10"], "--vocab_size must be in")])
 def test_bad_flags_are_refused_before_any_work_and_write_nothing(argv, msg, tmp_path, capsys):
     from rlhf_nb.tools import base_model
     (tmp_path / "f.txt").write_text("x")

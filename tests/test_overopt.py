@@ -167,8 +167,11 @@ def test_builders_refuse_bad_flags_in_one_line():
     import subprocess
     import sys
     for mod, args, flag in (("build_proxies", ["--sizes", "0"], "--sizes"),
-                            ("overopt_sweep", ["--bon-samples", "10"], "--bon-samples"),
-                            ("overopt_sweep", ["--kl-coefs", "-1"], "--kl_coef"),
+                            ("build_proxies", ["--sizes", "5", "5"], "--sizes"),
+                            ("overopt_sweep", ["--bon_samples", "10"], "--bon_samples"),
+                            ("overopt_sweep", ["--kl_coefs", "-1"], "--kl_coefs"),
+                            ("overopt_sweep", ["--steps", "0"], "--steps"),
+                            ("overopt_sweep", ["--batch_size", "3"], "--batch_size"),
                             ("overopt_sweep", ["--proxies", "7"], "--proxies"),
                             ("overopt_sweep", ["--jobs", "0"], "--jobs"),
                             ("overopt_sweep", ["--parts", "bon", "--out", "/nonexistent/sweep.json"], "--parts")):

@@ -31,14 +31,23 @@ def test_smoke_writes_the_run_layout_and_the_executed_notebook(tmp_path):
 
 
 @pytest.mark.parametrize("args, line", [
-    (["--batch_size", "0"], "ConfigError: --batch_size must be in [1, 4096], got 0"),
-    (["--kl_coef", "-1"], "ConfigError: --kl_coef must be in [0, 10], got -1.0"),
-    (["--reward", "vibes"], "ConfigError: --reward must be one of"),
+    (["--batch_size", "0"], "error: --batch_size must be in [1, 4096], got 0"),
+    (["--kl_coef", "-1"], "error: --kl_coef must be in [0, 10], got -1.0"),
+    (["--reward", "vibes"], "error: --reward must be one of"),
+    (["--steps", "0"], "error: --steps must be in [1, 100000], got 0"),  # RunConfig's --steps_per_epoch range
 ])
-def test_bad_parameter_fails_fast_and_writes_only_the_failed_notebook(tmp_path, args, line):
+def test_a_bad_parameter_is_one_line_before_any_kernel_starts(tmp_path, args, line):
+    """Each parameter takes the range of the RunConfig field it sets: refused with exit 2, nothing written."""
     p = _smoke(tmp_path, *args)
+    assert p.returncode == 2 and p.stderr.startswith(line) and p.stderr.count("\n") == 1, p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_value_only_the_run_refuses_fails_fast_and_writes_only_the_failed_notebook(tmp_path):
+    """The notebook's own checks (here the model's context) end the run with the config's one line, exit 1."""
+    p = _smoke(tmp_path, "--max_new_tokens", "100")
     assert p.returncode == 1
-    assert line in p.stderr
+    assert "ConfigError: --max_new_tokens must be in [1, 48]" in p.stderr, p.stderr
     (run,) = list(tmp_path.iterdir())
     assert [x.name for x in run.iterdir()] == ["smoke.ipynb"]
 

@@ -1,5 +1,6 @@
 """Every `python -m rlhf_nb.tools.<tool>` keeps the trainer's contract on bad input: an unknown flag or a bad value
-is one line on stderr and exit 2, before any work (no traceback, nothing written)."""
+is one line on stderr and exit 2, before any work (no traceback, nothing written). Each parses its flags from its
+config dataclass (rlhf_nb.cli.cli_from_dataclass), spelled --field_name."""
 from __future__ import annotations
 
 import subprocess
@@ -18,7 +19,7 @@ BAD_VALUES = {
     "bench_report": (["--json", "/nonexistent/benchmarks.json"], "--json"),
     "bench_speed": (["--json_out", "/nonexistent/speed.json"], "--json_out"),
     "bench_trl": (["--batch_size", "0"], "--batch_size"),
-    "build_proxies": (["--out-root", "/etc/hostname"], "--out-root"),
+    "build_proxies": (["--out_root", "/etc/hostname"], "--out_root"),
     "build_reward_model": (["--temperature", "nan"], "--temperature"),
     "capstone_sweep": (["--jobs", "0"], "--jobs"),
     "check_install": (["extra"], "unrecognized"),
@@ -52,3 +53,19 @@ def test_a_bad_value_is_one_line_naming_the_flag_and_exit_2(tool):
     p = _run(tool, args)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and named in lines[0], (p.returncode, p.stderr)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_help_lists_the_flags_and_exits_0(tool):
+    p = _run(tool, ["--help"])
+    assert p.returncode == 0 and p.stdout.startswith("usage: ") and p.stderr == "", p.stderr
+    assert "Traceback" not in p.stdout
+
+
+def test_no_tool_builds_its_parser_by_hand_or_spells_a_flag_with_a_hyphen():
+    import re
+
+    for path in TOOLS_DIR.glob("*.py"):
+        text = path.read_text()
+        assert "add_argument" not in text and "OneLineParser(" not in text, path.name
+        assert not re.findall(r"[\"'\s]--[a-z]+-[a-z]", text.replace("--no-print-directory", "")), path.name

@@ -1,21 +1,21 @@
 """The kit's policy: a tiny GPT-2 trained from scratch on the synthetic review corpus, shipped in assets/.
 
-Rebuild it:   python -m rlhf_nb.tools.base_model [--out DIR] [--seed 0]
-Check it:     python -m rlhf_nb.tools.base_model --report
+Rebuild it:   python -m rlhf_nb.tools.base_model [--out DIR] [--seed 0] [--steps 3000] ...  (every BaseModelArgs field)
+Check it:     python -m rlhf_nb.tools.base_model --report [--n 256]
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
-from ..config import OneLineParser
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_output_writable, option
 from ..corpus import build_corpus, get_prompts, matches_template
 
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-gpt2-reviews"
@@ -23,35 +23,55 @@ EOS, PAD = "<|endoftext|>", "<|pad|>"
 
 
 @dataclass
-class BaseModelArgs:
+class BaseModelArgs(Options):
     """How the embedded base model is built; the defaults made the committed assets."""
 
-    seed: int = 0
-    """seeds the corpus, the init and the batch order"""
-    n_sentences: int = 40_000
-    """corpus size (a third each positive / negative / neutral)"""
-    vocab_size: int = 2048
-    """BPE vocabulary target, special tokens included"""
-    n_layer: int = 4
-    """transformer blocks"""
-    n_embd: int = 128
-    """width"""
-    n_head: int = 4
-    """attention heads"""
-    n_positions: int = 64
-    """context length; prompt + 16 new tokens fits with room to spare"""
-    steps: int = 3000
-    """optimizer steps"""
-    batch_size: int = 64
-    """sentences per step"""
-    lr: float = 3e-3
-    """peak AdamW learning rate (tiny models like it high)"""
-    warmup: int = 100
-    """linear warmup steps before the cosine decay"""
-    weight_decay: float = 0.1
-    """AdamW weight decay on matrices only"""
-    threads: int = 2
-    """torch CPU threads"""
+    seed: int = option(0, "seeds the corpus, the init and the batch order (and --report's prompts and samples)",
+                       0, 2**32 - 1)
+    n_sentences: int = option(40_000, "corpus size (a third each positive / negative / neutral)", 100, 10_000_000)
+    vocab_size: int = option(2048, "BPE vocabulary target, special tokens included (the 256 bytes come first)",
+                             260, 100_000)
+    n_layer: int = option(4, "transformer blocks", 1, 48)
+    n_embd: int = option(128, "width (a multiple of --n_head)", 8, 4096)
+    n_head: int = option(4, "attention heads", 1, 64)
+    n_positions: int = option(64, "context length; prompt + 16 new tokens fits with room to spare", 32, 4096)
+    steps: int = option(3000, "optimizer steps", 1, 1_000_000)
+    batch_size: int = option(64, "sentences per step", 1, 4096)
+    lr: float = option(3e-3, "peak AdamW learning rate (tiny models like it high)", 1e-6, 1.0)
+    warmup: int = option(100, "linear warmup steps before the cosine decay (down to 10 percent of --lr)", 0, 1_000_000)
+    weight_decay: float = option(0.1, "AdamW weight decay on matrices only", 0.0, 10.0)
+    threads: int = option(2, "torch CPU threads", 1, 256)
+
+    def validate(self):
+        super().validate()
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"--n_embd must be a multiple of --n_head ({self.n_head}), got {self.n_embd}")
+        return self
+
+    def model_args(self) -> "BaseModelArgs":
+        """Just the recipe of the model (a BaseModelOptions without its command-line extras)."""
+        return BaseModelArgs(**{f.name: getattr(self, f.name) for f in fields(BaseModelArgs)})
+
+
+@dataclass
+class BaseModelOptions(BaseModelArgs):
+    """`python -m rlhf_nb.tools.base_model`: the recipe (BaseModelArgs), where the model goes, and --report."""
+
+    out: str = option(str(EMBEDDED_MODEL_DIR), "the model folder: written by a build (replaced whole), read by --report")
+    report: bool = option(False, "print quality numbers of the model at --out, no training")
+    n: int = option(256, "samples for --report", 1, 100_000)
+
+
+def check_options(o: BaseModelOptions) -> None:
+    """Every refusal comes before any work: a typo must never cost minutes, or overwrite the committed model."""
+    out = Path(o.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out must be a folder, got the file {out}")
+    if o.report:
+        if not (out / "config.json").is_file():
+            raise ConfigError(f"--report: no model at {out} (no config.json); build one with --out {out}")
+    else:
+        check_output_writable(out)
 
 
 def train_tokenizer(sentences: list[str], vocab_size: int, max_length: int = 64):
@@ -87,7 +107,7 @@ def make_model(args: BaseModelArgs, tokenizer):
     return GPT2LMHeadModel(config)
 
 
-def train(args: BaseModelArgs, out: Path) -> dict:
+def build_base_model(args: BaseModelArgs, out: str | Path) -> dict:
     """Build corpus, tokenizer and model, train, save in Hugging Face layout to `out`; returns a summary dict."""
     from transformers import GenerationConfig
     from transformers.utils import logging
@@ -150,7 +170,7 @@ def train(args: BaseModelArgs, out: Path) -> dict:
     )  # fmt: skip
     save_folder_atomically(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
     summary = {"params": n_params, "vocab": len(tokenizer), "final_loss": loss.item(), "wall_s": time.time() - t0}
-    print(summary | {"args": asdict(args)})
+    print(summary | {"args": asdict(args.model_args())})
     return summary
 
 
@@ -222,26 +242,12 @@ def quality_report(n: int = 256, seed: int = 0, path: str | Path = EMBEDDED_MODE
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = OneLineParser(prog="python -m rlhf_nb.tools.base_model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=EMBEDDED_MODEL_DIR, help="where to save (default: the embedded dir)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=BaseModelArgs.steps)
-    ap.add_argument("--report", action="store_true", help="print quality numbers of the model at --out, no training")
-    ap.add_argument("--n", type=int, default=256, help="samples for --report")
-    a = ap.parse_args(argv)
-    # every refusal comes before any work: a typo must never cost minutes, or overwrite the committed model
-    if a.out.exists() and not a.out.is_dir():
-        ap.error(f"--out must be a folder, got the file {a.out}")
-    if a.report:
-        if a.n < 1:
-            ap.error(f"--n must be >= 1, got {a.n}")
-        if not (a.out / "config.json").is_file():
-            ap.error(f"--report: no model at {a.out} (no config.json); train one with --out {a.out}")
-        quality_report(a.n, a.seed, a.out)
+    o = cli_from_dataclass(BaseModelOptions, argv, prog="python -m rlhf_nb.tools.base_model", description=__doc__,
+                           check=check_options)
+    if o.report:
+        quality_report(o.n, o.seed, o.out)
     else:
-        if not 1 <= a.steps <= 1_000_000:
-            ap.error(f"--steps must be in [1, 1000000], got {a.steps}")
-        train(BaseModelArgs(seed=a.seed, steps=a.steps), a.out)
+        build_base_model(o.model_args(), o.out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ as J/J*: J = score − β·KL of the policy after the budget, J* that of the KL-
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -20,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import OneLineParser
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, option
 from .bench_report import search_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,25 +299,36 @@ def plot_learning(histories: dict[str, list[dict]], path: Path, title: str, opt:
 PARTS = ("train_smoke", "learn", "smoke", "notebooks", "trl", "speed", "dpo")
 
 
+@dataclass
+class BenchOptions(Options):
+    """`python -m rlhf_nb.tools.bench`: which parts to measure, and the learning runs' budget and seeds."""
+
+    budget_s: float = option(LEARN_BUDGET_S, "CPU seconds of training per learning run", 1.0, 86_400.0)
+    only: tuple[str, ...] | None = option(None, "run only these parts; the others keep their numbers from "
+                                          "docs/benchmarks.json ('search' re-runs the settings search into "
+                                          "docs/bench_search.json, about 1 min per row)", choices=(*PARTS, "search"),
+                                          nullable=True)
+    skip: tuple[str, ...] | None = option(None, "parts not to run", choices=PARTS, nullable=True)
+    seeds: tuple[int, ...] = option(LEARN_SEEDS, "seeds of each learning run (J/J* of one 60 s run varies by about "
+                                    "0.05 either way from seed to seed)", 0, 2**32 - 1)
+    child: str | None = option(None, "internal: run one measured workload in this process", choices=("learn",),
+                               nullable=True, hidden=True)
+    child_out: str | None = option(None, "internal: where --child writes its JSON", nullable=True, hidden=True)
+
+    def validate(self):
+        super().validate()
+        if self.child is not None and self.child_out is None:
+            raise ConfigError("--child needs --child_out")
+        return self
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m rlhf_nb.tools.bench", description=__doc__)
-    p.add_argument("--child", choices=["learn"], help=argparse.SUPPRESS)
-    p.add_argument("--child_out", help=argparse.SUPPRESS)
-    p.add_argument("--budget_s", type=float, default=LEARN_BUDGET_S, help="CPU seconds of training per learning run")
-    p.add_argument("--only", nargs="+", choices=[*PARTS, "search"],
-                   help="run only these parts; the others keep their numbers from docs/benchmarks.json "
-                        "('search' re-runs the settings search into docs/bench_search.json, about 1 min per row)")
-    p.add_argument("--skip", nargs="*", default=[], choices=PARTS)
-    p.add_argument("--seeds", nargs="+", type=int, default=list(LEARN_SEEDS),
-                   help="seeds of each learning run (J/J* of one 60 s run varies by about ±0.05 from seed to seed)")
-    args = p.parse_args(argv)
-    if not 1.0 <= args.budget_s <= 86_400.0:  # refused before the first run, not after it measured nothing
-        p.error(f"--budget_s must be in [1, 86400] CPU seconds, got {args.budget_s:g}")
+    args = cli_from_dataclass(BenchOptions, argv, prog="python -m rlhf_nb.tools.bench", description=__doc__)
     if args.child == "learn":
         child_learn(args.budget_s, json.loads(os.environ["RLHF_NB_BENCH_FLAGS"]), Path(args.child_out))
         return 0
 
-    parts = [x for x in (args.only or PARTS) if x not in args.skip]
+    parts = [x for x in (args.only or PARTS) if x not in (args.skip or ())]
     DOCS.mkdir(exist_ok=True)
     old = DOCS / "benchmarks.json"
     results: dict = json.loads(old.read_text()) if args.only and old.exists() else {}
@@ -335,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = LEARN_RUNS
         for key in [k for k in results if k.startswith("learn_")]:  # rows of an older run set must not linger
             results.pop(key)
-        results["budget_s"], results["learn_seeds"] = args.budget_s, args.seeds
+        results["budget_s"], results["learn_seeds"] = args.budget_s, list(args.seeds)
         until_budget = ("steps_per_epoch", _BASE["steps_per_epoch"])  # a run length is shown only where a run has one
         results["learn_flags"] = {name: " ".join(f"--{k} {v}" for k, v in flags.items()
                                                  if k not in ("progress", "seed") and (k, v) != until_budget)

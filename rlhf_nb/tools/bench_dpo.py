@@ -5,9 +5,11 @@ import json
 import resource
 import sys
 import time
+from dataclasses import dataclass
 
-from ..config import OneLineParser
-from ..dpo import DPOConfig, dpo_step, setup
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, option
+from ..dpo import DPOConfig, dpo_step, load_pairs, setup
 
 
 def bench_dpo_vs_trl(steps: int = 20, warmup: int = 3, batch_size: int = 32, pairs: str = "proxy-rm-1000") -> dict:
@@ -54,16 +56,30 @@ def render_dpo(r: dict) -> list[str]:
             f"| peak RSS, both in one process | {r['peak_rss_mb']:.0f} MB | | |", ""]
 
 
+@dataclass
+class BenchDPOOptions(Options):
+    """`python -m rlhf_nb.tools.bench_dpo`: the arguments of bench_dpo_vs_trl."""
+
+    steps: int = option(20, "timed steps of each system (after --warmup)", 1, 100_000)
+    warmup: int = option(3, "untimed steps of each system first", 0, 1000)
+    batch_size: int = option(32, "pairs per step", 1, 4096)
+    pairs: str = option("proxy-rm-1000", "training pairs: a JSONL file or a folder under rlhf_nb/assets with "
+                        "train_pairs.jsonl (as rlhf_nb.dpo --pairs)")
+
+
+def check_options(o: BenchDPOOptions) -> None:
+    """The pairs load (as rlhf_nb.dpo reads them), before either system starts."""
+    try:
+        load_pairs(o.pairs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m rlhf_nb.tools.bench_dpo`: the DPO rows alone, printed as JSON (`make bench` writes them to docs)."""
-    p = OneLineParser(prog="python -m rlhf_nb.tools.bench_dpo", description=bench_dpo_vs_trl.__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=20, help="timed steps of each system (>= 1)")
-    p.add_argument("--batch_size", type=int, default=32, help="pairs per step (>= 1)")
-    a = p.parse_args(argv)
-    for flag, v in (("--steps", a.steps), ("--batch_size", a.batch_size)):
-        if v < 1:
-            p.error(f"{flag} must be >= 1, got {v}")
-    print(json.dumps(bench_dpo_vs_trl(steps=a.steps, batch_size=a.batch_size), indent=2))
+    o = cli_from_dataclass(BenchDPOOptions, argv, prog="python -m rlhf_nb.tools.bench_dpo",
+                           description=__doc__, check=check_options)
+    print(json.dumps(bench_dpo_vs_trl(**o.to_dict()), indent=2))
     return 0
 
 

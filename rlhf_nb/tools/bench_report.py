@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import OneLineParser
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_file_writable, option
 
 TARGETS = {
     "train_smoke_s": ("`make train_smoke` (end to end, incl. Python start)", 30.0, "≤"),
@@ -220,27 +222,44 @@ def _search_section(screen: dict, seeds: dict | None, star: dict, beta: float) -
     return lines
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@dataclass
+class BenchReportOptions(Options):
+    """`python -m rlhf_nb.tools.bench_report`: which results to read and which report to write."""
+
+    json: str = option(str(DOCS / "benchmarks.json"), "the results `make bench` wrote")
+    out: str = option(str(DOCS / "benchmarks.md"), "the report to write")
+
+
+def read_results(path: str | Path) -> dict:
+    """A `make bench` result from `path`; ConfigError naming --json when it is not one."""
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--json: cannot read {path} as JSON ({type(e).__name__})") from None
+    if not isinstance(r, dict) or "machine" not in r:
+        raise ConfigError(f"--json: {path} is not a `make bench` result (no 'machine' entry)")
+    return r
+
+
+def check_options(o: BenchReportOptions) -> None:
+    read_results(o.json)
+    check_file_writable(o.out, "--out")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m rlhf_nb.tools.bench_report`: render docs/benchmarks.md again from docs/benchmarks.json (and the search
     files), without measuring anything: after editing a hand-written note, for example."""
-    docs = Path(__file__).resolve().parents[2] / "docs"
-    p = OneLineParser(prog="python -m rlhf_nb.tools.bench_report", description=main.__doc__.splitlines()[0])
-    p.add_argument("--json", default=str(docs / "benchmarks.json"), help="the results `make bench` wrote")
-    p.add_argument("--out", default=str(docs / "benchmarks.md"), help="the report to write")
-    a = p.parse_args(argv)
-    try:
-        r = json.loads(Path(a.json).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        p.error(f"--json: cannot read {a.json} as JSON ({type(e).__name__})")
-    if not isinstance(r, dict) or "machine" not in r:
-        p.error(f"--json: {a.json} is not a `make bench` result (no 'machine' entry)")
-    if not Path(a.out).parent.is_dir():
-        p.error(f"--out: no folder {Path(a.out).parent}")
+    o = cli_from_dataclass(BenchReportOptions, argv, prog="python -m rlhf_nb.tools.bench_report",
+                           description=main.__doc__.splitlines()[0], check=check_options)
+    r = read_results(o.json)
     for key, name in (("search", "bench_search.json"), ("search_seeds", "bench_search_seeds.json")):
-        if (docs / name).exists():
-            r[key] = json.loads((docs / name).read_text())
-    write_report(r, Path(a.out))
-    print(f"wrote {a.out}")
+        if (DOCS / name).exists():
+            r[key] = json.loads((DOCS / name).read_text())
+    write_report(r, Path(o.out))
+    print(f"wrote {o.out}")
     return 0
 
 

@@ -12,7 +12,6 @@ measured in the same run.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -22,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import ConfigError, OneLineParser, check_file_writable
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_file_writable, option
 
 
 SEED = 31
@@ -59,27 +60,37 @@ GPT2 = dict(n_layer=12, n_embd=768, vocab=50257, params=124.4e6)  # the hub's gp
 # --------------------------------------------------------------------------------------------- stage observation
 @contextlib.contextmanager
 def observe_stages(state, around: Callable[[str], contextlib.AbstractContextManager]):
-    """Run each of ppo_step's stages inside `around(stage)`: wraps train.sample / forward_tokens / ppo_update and the
-    reward function for the duration of the block (the policy forwards of stage 6 stay inside "update")."""
+    """Run each of ppo_step's stages inside `around(stage)`: wraps the state's sampler and forward pass, the reward
+    function and train.ppo_update for the duration of the block. A wrapped call made inside another stage counts in
+    that one (the policy forwards of stage 6 stay inside "update")."""
     from .. import train as T
+
+    active: list[str] = []
 
     def wrap(stage, fn):
         def run(*a, **k):
-            with around(stage):
+            if active:
                 return fn(*a, **k)
+            active.append(stage)
+            try:
+                with around(stage):
+                    return fn(*a, **k)
+            finally:
+                active.pop()
         return run
 
-    saved = {n: getattr(T, n) for n in ("sample", "forward_tokens", "ppo_update")}
-    reward_fn = state.reward_fn
+    saved = {"sampler": state.sampler, "forward": state.forward, "reward_fn": state.reward_fn}
+    ppo_update = T.ppo_update
     try:
-        for name, stage in (("sample", "rollout"), ("forward_tokens", "forward"), ("ppo_update", "update")):
-            setattr(T, name, wrap(stage, saved[name]))
-        state.reward_fn = wrap("score", reward_fn)
+        state.sampler = wrap("rollout", saved["sampler"])
+        state.forward = wrap("forward", saved["forward"])
+        state.reward_fn = wrap("score", saved["reward_fn"])
+        T.ppo_update = wrap("update", ppo_update)
         yield
     finally:
+        T.ppo_update = ppo_update
         for name, fn in saved.items():
-            setattr(T, name, fn)
-        state.reward_fn = reward_fn
+            setattr(state, name, fn)
 
 
 class _Shapes(TorchDispatchMode):
@@ -502,19 +513,33 @@ def _growth_lines(g: dict[str, Any]) -> list[str]:
     return lines
 
 
+@dataclass
+class BenchSpeedOptions(Options):
+    """`python -m rlhf_nb.tools.bench_speed`: the speed section alone, or one of its parts."""
+
+    quick: bool = option(False, "fewer steps, a short growth table (checks the tool only)")
+    json_out: str | None = option(None, "write the result here (JSON)", nullable=True)
+    only: str | None = option(None, "measure one part and print its JSON", choices=("growth", "threads"),
+                              nullable=True)
+    child: str | None = option(None, "internal: run one measured workload in this process",
+                               choices=("threads", "growth"), nullable=True, hidden=True)
+    child_out: str | None = option(None, "internal: where --child writes its JSON", nullable=True, hidden=True)
+
+    def validate(self):
+        super().validate()
+        if self.child is not None and self.child_out is None:
+            raise ConfigError("--child needs --child_out")
+        return self
+
+
+def check_options(o: BenchSpeedOptions) -> None:
+    if o.json_out:  # before minutes of measuring
+        check_file_writable(o.json_out, "--json_out")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m rlhf_nb.tools.bench_speed", description=__doc__.splitlines()[0])
-    p.add_argument("--child", choices=["threads", "growth"], help=argparse.SUPPRESS)
-    p.add_argument("--child_out", help=argparse.SUPPRESS)
-    p.add_argument("--quick", action="store_true", help="fewer steps, a short growth table (checks the tool only)")
-    p.add_argument("--json_out", help="write the result here")
-    p.add_argument("--only", choices=["growth", "threads"], help="measure one part and print its JSON")
-    a = p.parse_args(argv)
-    if a.json_out:
-        try:
-            check_file_writable(a.json_out, "--json_out")
-        except ConfigError as e:
-            p.error(str(e))
+    a = cli_from_dataclass(BenchSpeedOptions, argv, prog="python -m rlhf_nb.tools.bench_speed",
+                           description=__doc__.split("\n\n")[0], check=check_options)
     if a.child:
         _child(a.child, json.loads(os.environ["RLHF_NB_SPEED_SPEC"]), Path(a.child_out))
         return 0

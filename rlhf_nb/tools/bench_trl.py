@@ -23,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..bridges.trl import ours_rows, quiet_trainer, trl_rows
-from ..config import ConfigError, OneLineParser, RunConfig, check_file_writable
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, RunConfig, check_file_writable, option
 from ..course.plots import LABELS, plot_comparison
 
 
@@ -85,7 +87,8 @@ def _in_child(system: str, p: dict[str, Any]) -> dict[str, Any]:
         with open(pf, "w") as f:
             json.dump(p, f)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run([sys.executable, "-m", "rlhf_nb.tools.bench_trl", "_child", system, pf, of],
+        proc = subprocess.run([sys.executable, "-m", "rlhf_nb.tools.bench_trl", "--child", system, "--child_params", pf,
+                               "--child_out", of],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"{system} benchmark child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -249,41 +252,76 @@ def render_markdown(result: dict[str, Any], curves_png: str | Path | None = CURV
     return lines
 
 
+@dataclass
+class BenchTRLOptions(Options):
+    """`python -m rlhf_nb.tools.bench_trl`: compare_grpo's arguments, and what to print or write."""
+
+    steps: int = option(20, "GRPO steps of each system (RunConfig's --steps_per_epoch, one epoch)", 1, 100_000)
+    batch_size: int = option(8, "prompts per step", 1, 4096)
+    num_generations: int = option(8, "completions per prompt (a group; >= 2)", 2, 256)
+    max_new_tokens: int = option(8, "tokens sampled per completion", 1, 4096)
+    kl_coef: float = option(0.05, "beta: weight of the k3 KL term in the loss (both systems)", 0.0, 10.0)
+    learning_rate: float = option(3e-4, "Adam learning rate (both systems)", 1e-8, 1.0)
+    seed: int = option(0, "seed of both runs", 0, 2**32 - 1)
+    time_budget_s: float | None = option(None, "stop each run after the step that crosses this many wall seconds "
+                                         "(default: run all --steps; the reward is compared at the shorter run's end)",
+                                         1.0, 86_400.0, nullable=True)
+    ppo_epochs: int = option(1, "passes over each rollout batch", 1, 100)
+    num_minibatches: int = option(1, "minibatches per pass (must divide batch_size*num_generations)", 1, 4096)
+    model: str = option("embedded", "policy: 'embedded', a local HF folder, or a hub id")
+    threads: int = option(1, "CPU threads of each system", 1, 256)
+    include_ppo: bool = option(False, "also time rlhf_nb's PPO (advantage=gae) on the same completions per step")
+    isolate: bool = option(True, "each system in its own child process, so each peak RSS is its own (false: both in "
+                           "this process, one combined peak RSS)")
+    markdown: bool = option(False, "print the docs/benchmarks.md section (writes docs/bench_trl_curves.png)")
+    json_out: str | None = option(None, "write the full result (histories included) to this file", nullable=True)
+    child: str | None = option(None, "internal: run one system in this process", choices=("rlhf_nb", "trl", "rlhf_nb_ppo"),
+                               nullable=True, hidden=True)
+    child_params: str | None = option(None, "internal: the JSON of compare_grpo's settings for --child", nullable=True,
+                                      hidden=True)
+    child_out: str | None = option(None, "internal: where --child writes its JSON", nullable=True, hidden=True)
+
+    def validate(self):
+        super().validate()
+        if self.child is not None and (self.child_params is None or self.child_out is None):
+            raise ConfigError("--child needs --child_params and --child_out")
+        if self.child is None:
+            _cfg(self.params())  # the very RunConfig the benchmark runs: its cross-field rules, named by its flags
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """compare_grpo's keyword arguments."""
+        skip = ("markdown", "json_out", "child", "child_params", "child_out")
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+
+def check_options(o: BenchTRLOptions) -> None:
+    """Before either system loads a model: the output can be written, the model loads."""
+    if o.child is not None:
+        return
+    if o.json_out:
+        check_file_writable(o.json_out, "--json_out")
+    from ..policy import model_context_length
+
+    try:
+        model_context_length(o.model)  # a model that does not load fails here, in one line
+    except OSError as e:
+        raise ConfigError(str(e)) from None
+
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "_child":
-        _child(*argv[1:4])
+    o = cli_from_dataclass(BenchTRLOptions, argv, prog="python -m rlhf_nb.tools.bench_trl",
+                           description=__doc__.splitlines()[0], check=check_options)
+    if o.child is not None:
+        _child(o.child, o.child_params, o.child_out)
         return
-    ap = OneLineParser(prog="python -m rlhf_nb.tools.bench_trl", description=compare_grpo.__doc__.splitlines()[0])
-    for name, default in (("steps", 20), ("batch_size", 8), ("num_generations", 8), ("max_new_tokens", 8),
-                          ("kl_coef", 0.05), ("learning_rate", 3e-4), ("seed", 0), ("time_budget_s", None),
-                          ("ppo_epochs", 1), ("num_minibatches", 1), ("model", "embedded"), ("threads", 1)):
-        ap.add_argument(f"--{name}", type=type(default) if default is not None else float, default=default)
-    ap.add_argument("--include_ppo", action="store_true", help="also time rlhf_nb's PPO (advantage=gae), same batch")
-    ap.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md section (writes the PNG)")
-    ap.add_argument("--json_out", default=None, help="write the full result (histories included) to this file")
-    a = vars(ap.parse_args(argv))
-    markdown, json_out = a.pop("markdown"), a.pop("json_out")
-    try:  # RunConfig's ranges and messages, before either system loads a model
-        if json_out:
-            check_file_writable(json_out, "--json_out")
-        if a["steps"] < 1:
-            raise ConfigError(f"--steps must be >= 1, got {a['steps']}")
-        if a["time_budget_s"] is not None and not a["time_budget_s"] > 0:
-            raise ConfigError(f"--time_budget_s must be > 0 seconds, got {a['time_budget_s']:g}")
-        _cfg(a)  # the very RunConfig the benchmark runs
-        from ..policy import model_context_length
-        model_context_length(a["model"])  # a model that does not load fails here, in one line
-    except (ConfigError, OSError) as e:
-        ap.error(str(e))
-    r = compare_grpo(**a)
-    if json_out:
-        Path(json_out).write_text(json.dumps(r, indent=1))
+    r = compare_grpo(**o.params())
+    if o.json_out:
+        Path(o.json_out).write_text(json.dumps(r, indent=1))
     print(json.dumps({"params": r["params"], "budget_s": r["budget_s"], "rlhf_nb": r["rlhf_nb"]["summary"],
                       "trl": r["trl"]["summary"], "ratios": r["ratios"], "rss_note": r["rss_note"],
                       **({"rlhf_nb_ppo": r["rlhf_nb_ppo"]["summary"]} if "rlhf_nb_ppo" in r else {})}, indent=2))
-    if markdown:
+    if o.markdown:
         print("\n".join(render_markdown(r)))
 
 

@@ -9,69 +9,70 @@ pairs a DPO lesson can reuse.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, OneLineParser, check_output_writable
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_output_writable, option
 from ..gold import INVALID_SCORE, gold_text_scores
 from ..overopt import PROXY_SIZES, proxy_dir
-from ..policy import load_policy
+from ..policy import load_policy, model_context_length
 from ..reward_model import (evaluate, reward_scores, save_reward_model, set_offset, simulate_preferences,
                             train_reward_model)
 
 
 @dataclass
-class ProxyConfig:
+class ProxyConfig(Options):
     """How `python -m rlhf_nb.tools.build_proxies` builds the proxies."""
 
-    sizes: list[int] = field(default_factory=lambda: list(PROXY_SIZES))
-    """training pairs of each proxy (nested: each takes the first k pairs of one pool of max(sizes))"""
-    n_eval_pairs: int = 500
-    """held-out pairs (seed + 1), the same for every proxy; also the base samples that fix each mean-0 offset"""
-    temperature: float = 0.15
-    """annotator noise: P(a preferred) = sigmoid((gold_a - gold_b) / temperature)"""
-    max_new_tokens: int = 12
-    """tokens sampled per completion: RunConfig's default, so the pairs look like the RL rollouts at step 0"""
-    epochs: int = 3
-    """passes over the training pairs (the committed reward model's recipe), or more to reach min_steps"""
-    min_steps: int = 150
-    """at least this many optimiser steps: 3 epochs of 250 pairs (24 steps) leave a proxy at chance (measured)"""
-    batch_size: int = 32
-    """pairs per optimiser step"""
-    lr: float = 1e-3
-    """AdamW learning rate"""
-    seed: int = 0
-    """seeds the pool's prompts, sampling and labels, and training; the held-out pairs use seed + 1"""
-    out_root: str = ""
-    """parent folder of the proxy-rm-k folders (default: rlhf_nb/assets)"""
+    sizes: tuple[int, ...] = option(PROXY_SIZES, "training pairs of each proxy, distinct (nested: each takes the first "
+                                    "k pairs of one pool of max(sizes))", 1, 1_000_000)
+    n_eval_pairs: int = option(500, "held-out pairs (seed + 1), the same for every proxy; also the base samples that "
+                               "fix each mean-0 offset", 1, 100_000)
+    temperature: float = option(0.15, "annotator noise: P(a preferred) = sigmoid((gold_a - gold_b) / temperature); "
+                                "0: noise-free", 0.0, 100.0)
+    max_new_tokens: int = option(12, "tokens sampled per completion: RunConfig's default, so the pairs look like the "
+                                 "RL rollouts at step 0", 1, 4096)
+    epochs: int = option(3, "passes over the training pairs (the committed reward model's recipe), or more to reach "
+                         "--min_steps", 1, 1000)
+    min_steps: int = option(150, "at least this many optimiser steps: 3 epochs of 250 pairs (24 steps) leave a proxy "
+                            "at chance (measured)", 1, 1_000_000)
+    batch_size: int = option(32, "pairs per optimiser step", 1, 4096)
+    lr: float = option(1e-3, "AdamW learning rate", 1e-8, 1.0)
+    seed: int = option(0, "seeds the pool's prompts, sampling and labels, and training; the held-out pairs use "
+                       "seed + 1", 0, 2**32 - 2)
+    out_root: str = option("", "parent folder of the proxy-rm-k folders (empty: rlhf_nb/assets)")
+
+    def validate(self):
+        super().validate()
+        if len(set(self.sizes)) != len(self.sizes):
+            raise ConfigError(f"--sizes must be distinct, got {' '.join(map(str, self.sizes))}")
+        return self
+
+    def folder(self, k: int) -> Path:
+        """Where proxy-rm-k goes."""
+        return Path(self.out_root) / f"proxy-rm-{k}" if self.out_root else Path(proxy_dir(k))
+
+
+def check_options(cfg: ProxyConfig) -> None:
+    """Before any sampling: the pairs fit the policy's context, the proxies' parent folder takes new folders."""
+    context = model_context_length(None)
+    if cfg.max_new_tokens >= context:
+        raise ConfigError(f"--max_new_tokens must leave room for the prompt in the model's {context}-token context, "
+                          f"got {cfg.max_new_tokens}")
+    try:
+        check_output_writable(cfg.folder(min(cfg.sizes)).parent)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("--out ", "--out_root ", 1)) from None
 
 
 def parse_args(argv=None) -> ProxyConfig:
     """A ProxyConfig from the command line; a bad value is one line naming the flag, before any work."""
-    p = OneLineParser(prog="python -m rlhf_nb.tools.build_proxies", description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(ProxyConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "sizes":
-            p.add_argument(flag, type=int, nargs="+", default=list(PROXY_SIZES))
-        else:
-            p.add_argument(flag, type=type(f.default), default=f.default)
-    cfg = ProxyConfig(**vars(p.parse_args(argv)))
-    for k in ("n_eval_pairs", "max_new_tokens", "epochs", "min_steps", "batch_size"):
-        if getattr(cfg, k) < 1:
-            p.exit(2, f"error: --{k.replace('_', '-')} must be >= 1, got {getattr(cfg, k)}\n")
-    if any(s < 1 for s in cfg.sizes) or len(set(cfg.sizes)) != len(cfg.sizes):
-        p.exit(2, f"error: --sizes must be distinct ints >= 1, got {cfg.sizes}\n")
-    if not (cfg.lr > 0 and cfg.temperature >= 0) or not math.isfinite(cfg.lr + cfg.temperature):
-        p.exit(2, f"error: --lr must be > 0 and --temperature >= 0, got {cfg.lr} and {cfg.temperature}\n")
-    try:
-        check_output_writable(cfg.out_root)
-    except ConfigError as e:
-        p.exit(2, f"error: {str(e).replace('--out ', '--out-root ', 1)}\n")
-    return cfg
+    return cli_from_dataclass(ProxyConfig, argv, prog="python -m rlhf_nb.tools.build_proxies",
+                              description=__doc__.split("\n\n")[0], check=check_options)
 
 
 def grammar_accuracy(model, tok, pairs: list[dict]) -> float:
@@ -131,7 +132,7 @@ def main(argv=None) -> dict:
             "training_seconds": round(train_s, 1), "sampling_seconds": round(sampling_s, 1),
             "command": "python -m rlhf_nb.tools.build_proxies  (make proxies)",
         }
-        path = Path(cfg.out_root) / f"proxy-rm-{k}" if cfg.out_root else Path(proxy_dir(k))
+        path = cfg.folder(k)
         save_reward_model(model, tok, str(path), metrics)
         _write_jsonl(path / "train_pairs.jsonl", train)
         _write_jsonl(path / "eval_pairs.jsonl", held)

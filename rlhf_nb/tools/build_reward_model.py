@@ -3,63 +3,51 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, OneLineParser, check_output_writable
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_output_writable, option
 from ..policy import load_policy, model_context_length
 from ..reward_model import (DEFAULT_DIR, evaluate, reward_scores, save_reward_model, set_offset, simulate_preferences,
                             train_reward_model)
 
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(Options):
     """How `python -m rlhf_nb.tools.build_reward_model` builds the committed reward model."""
 
-    n_pairs: int = 4000
-    """training preference pairs (Ziegler et al. used ~5,000 human comparisons for sentiment)"""
-    n_eval_pairs: int = 500
-    """held-out pairs, sampled with a different seed; also the base samples that fix the mean-0 offset"""
-    temperature: float = 0.15
-    """Bradley-Terry label noise: P(a preferred) = sigmoid((g_a - g_b) / temperature); 0 = noise-free"""
-    max_new_tokens: int = 24
-    """tokens sampled per completion"""
-    epochs: int = 3
-    """passes over the training pairs"""
-    batch_size: int = 32
-    """pairs per optimiser step"""
-    lr: float = 1e-3
-    """AdamW learning rate"""
-    seed: int = 0
-    """seeds sampling, labels and training; the held-out pairs use seed + 1"""
-    out_dir: str = DEFAULT_DIR
-    """where to save the model (Hugging Face layout)"""
+    n_pairs: int = option(4000, "training preference pairs (Ziegler et al. used about 5,000 human comparisons for "
+                          "sentiment)", 1, 1_000_000)
+    n_eval_pairs: int = option(500, "held-out pairs, sampled with a different seed; also the base samples that fix "
+                               "the mean-0 offset", 1, 100_000)
+    temperature: float = option(0.15, "Bradley-Terry label noise: P(a preferred) = sigmoid((g_a - g_b) / "
+                                "temperature); 0: noise-free", 0.0, 100.0)
+    max_new_tokens: int = option(24, "tokens sampled per completion", 1, 4096)
+    epochs: int = option(3, "passes over the training pairs", 1, 1000)
+    batch_size: int = option(32, "pairs per optimiser step", 1, 4096)
+    lr: float = option(1e-3, "AdamW learning rate", 1e-8, 1.0)
+    seed: int = option(0, "seeds sampling, labels and training; the held-out pairs use seed + 1", 0, 2**32 - 2)
+    out_dir: str = option(DEFAULT_DIR, "where to save the model (Hugging Face layout)")
+
+
+def check_options(cfg: RewardModelConfig) -> None:
+    """Before any sampling: the completions fit the policy's context, the model folder can be written."""
+    context = model_context_length(None)
+    if cfg.max_new_tokens >= context:
+        raise ConfigError(f"--max_new_tokens must leave room for the prompt in the model's {context}-token context, "
+                          f"got {cfg.max_new_tokens}")
+    try:
+        check_output_writable(cfg.out_dir)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("--out ", "--out_dir ", 1)) from None
 
 
 def parse_args(argv=None) -> RewardModelConfig:
     """A RewardModelConfig from the command line; flags and defaults come from the dataclass."""
-    p = OneLineParser(prog="python -m rlhf_nb.tools.build_reward_model", description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(RewardModelConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    cfg = RewardModelConfig(**vars(p.parse_args(argv)))
-    for k in ("n_pairs", "n_eval_pairs", "max_new_tokens", "epochs", "batch_size"):  # one line each, before any work
-        if getattr(cfg, k) < 1:
-            p.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(cfg, k)}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        p.error(f"--lr must be a finite number > 0, got {cfg.lr:g}")
-    if not (cfg.temperature >= 0 and math.isfinite(cfg.temperature)):
-        p.error(f"--temperature must be a finite number >= 0, got {cfg.temperature:g}")
-    context = model_context_length(None)
-    if cfg.max_new_tokens >= context:
-        p.error(f"--max-new-tokens must leave room for the prompt in the model's {context}-token context, "
-                f"got {cfg.max_new_tokens}")
-    try:
-        check_output_writable(cfg.out_dir)
-    except ConfigError as e:
-        p.error(str(e).replace("--out ", "--out-dir ", 1))
-    return cfg
+    return cli_from_dataclass(RewardModelConfig, argv, prog="python -m rlhf_nb.tools.build_reward_model",
+                              description=__doc__.splitlines()[0], check=check_options)
 
 
 def main(argv=None) -> dict:

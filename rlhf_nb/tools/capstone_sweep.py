@@ -10,15 +10,15 @@ and checks that it matches the file to the last stored digit.
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import multiprocessing
-import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import OneLineParser
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_file_writable, option
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
                                   SWEEP_SEEDS, result_to_dict, run_settings)
 from ..runlog import write_json_atomically
@@ -39,21 +39,29 @@ def one_run(job: tuple[str, float, int, dict]) -> dict:
     return result_to_dict(run_settings(beta, seed, settings))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = OneLineParser(prog="python -m rlhf_nb.tools.capstone_sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", type=int, default=1, help="processes running the runs side by side (1 to 64)")
-    p.add_argument("--out", default=str(CAPSTONE_PATH), help="the JSON to write (replaced atomically at the end)")
-    args = p.parse_args(argv)
-    if not 1 <= args.jobs <= 64:
-        p.error(f"--jobs must be in [1, 64], got {args.jobs}")
-    out = Path(args.out).resolve()
+@dataclass
+class CapstoneOptions(Options):
+    """`python -m rlhf_nb.tools.capstone_sweep`: how many processes, and where the file goes. What runs is lesson 06's
+    (rlhf_nb.course.experiments: CAPSTONE_RUN, SWEEP_BETAS, SWEEP_SEEDS, CAPSTONE_VARIANTS), which the lesson checks
+    its live run against."""
+
+    jobs: int = option(1, "processes running the runs side by side (the numbers do not depend on it)", 1, 64)
+    out: str = option(str(CAPSTONE_PATH), "the JSON to write (replaced atomically at the end)")
+
+
+def check_options(o: CapstoneOptions) -> None:
+    """The file can be written: checked now, not after 20 CPU minutes of runs."""
+    out = Path(o.out).resolve()
     if not out.parent.is_dir():
-        p.error(f"--out: no folder {out.parent}")
+        raise ConfigError(f"--out: no folder {out.parent}")
     if out.is_dir():
-        p.error(f"--out must name a file, not the folder {out}")
-    if not os.access(out.parent, os.W_OK):  # checked now, not after 20 CPU minutes of runs
-        p.error(f"--out: cannot write into {out.parent}")
-    return args
+        raise ConfigError(f"--out must name a file, not the folder {out}")
+    check_file_writable(out, "--out")
+
+
+def parse_args(argv=None) -> CapstoneOptions:
+    return cli_from_dataclass(CapstoneOptions, argv, prog="python -m rlhf_nb.tools.capstone_sweep",
+                              description=__doc__.split("\n\n")[0], check=check_options)
 
 
 def main(argv=None) -> dict:

@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
-from ..config import OneLineParser
+from ..cli import cli_from_dataclass
+from ..config import Options
+
+
+@dataclass
+class CheckInstallOptions(Options):
+    """`python -m rlhf_nb.tools.check_install` takes no flags: it checks the install as it is."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    OneLineParser(prog="python -m rlhf_nb.tools.check_install", description=__doc__).parse_args(argv)  # no flags
+    cli_from_dataclass(CheckInstallOptions, argv, prog="python -m rlhf_nb.tools.check_install", description=__doc__)
     t0 = time.perf_counter()
     import torch
     import transformers

@@ -13,30 +13,82 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..config import ConfigError, OneLineParser, check_file_writable
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_fields, check_file_writable, option
 from ..dpo import ASSETS, DPOConfig, eval_prompts, load_pairs, measure_policy, measurement_seed
 
 OUT = ASSETS / "dpo-vs-ppo.json"
 
 
 @dataclass
-class CompareConfig:
-    """The grid of `make dpo_compare`; lesson 09's live run is one of its DPO settings (beta 0.1, seed 0)."""
+class CompareConfig(Options):
+    """The grid of `make dpo_compare` (stored as the JSON's "config"); lesson 09's live run is one of its DPO settings
+    (beta 0.1, seed 0)."""
 
-    pairs: str = "proxy-rm-1000"  # training pairs (and, for PPO, the reward model trained on them)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    dpo_betas: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3, 1.0, 3.0])
-    epochs: int = 6  # DPO and SFT: passes over the pairs, measured after each
-    learning_rate: float = 3e-4  # DPOConfig's default, for DPO and SFT
-    ppo_betas: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.5])
-    ppo_steps: int = 60  # PPO steps of PPO_RUN
-    ppo_eval_at: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 15, 20, 30, 40, 50, 60])  # dense early:
-    # PPO's KL climbs by about 2 nats in its first 10 steps, the range where DPO and SFT end
-    eval_samples: int = 256
-    max_new_tokens: int = 12  # as the pairs were sampled, and as RunConfig's default rollouts
+    pairs: str = option("proxy-rm-1000", "training and held-out pairs (a folder under rlhf_nb/assets with "
+                        "train_pairs.jsonl and eval_pairs.jsonl) and, for PPO, the reward model trained on them")
+    seeds: tuple[int, ...] = option((0, 1, 2), "seeds; every setting runs at each", 0, 2**32 - 1)
+    dpo_betas: tuple[float, ...] = option((0.03, 0.1, 0.3, 1.0, 3.0), "DPO's beta values", 0.001, 100.0)
+    epochs: int = option(6, "DPO and SFT: passes over the pairs, measured after each", 1, 10_000)
+    learning_rate: float = option(3e-4, "DPO and SFT: Adam learning rate (DPOConfig's default)", 1e-8, 1.0)
+    ppo_betas: tuple[float, ...] = option((0.02, 0.05, 0.1, 0.2, 0.5), "PPO's KL coefficients", 0.0, 10.0)
+    ppo_steps: int = option(60, "PPO steps of each run (PPO_RUN's settings)", 1, 100_000)
+    # dense early: PPO's KL climbs by about 2 nats in its first 10 steps, the range where DPO and SFT end
+    ppo_eval_at: tuple[int, ...] = option((2, 4, 6, 8, 10, 15, 20, 30, 40, 50, 60), "PPO steps after which the "
+                                          "policy is measured (dense early, where DPO and SFT end)", 1, 100_000)
+    eval_samples: int = option(256, "completions sampled per measurement (each training prompt in turn)", 1, 100_000)
+    max_new_tokens: int = option(12, "tokens per completion: as the pairs were sampled, and as RunConfig's default "
+                                 "rollouts", 1, 4096)
+
+    def validate(self):
+        super().validate()
+        late = [k for k in self.ppo_eval_at if k > self.ppo_steps]
+        if late:
+            raise ConfigError(f"--ppo_eval_at {late[0]} is after the last PPO step (--ppo_steps {self.ppo_steps})")
+        return self
+
+
+# --quick: one seed, two settings each, 2 epochs / 20 steps (a check of the tool, not for the record)
+QUICK = dict(seeds=(0,), dpo_betas=(0.1, 1.0), ppo_betas=(0.05,), epochs=2, ppo_steps=20, ppo_eval_at=(5, 10, 20))
+
+
+@dataclass
+class CompareOptions(CompareConfig):
+    """`python -m rlhf_nb.tools.dpo_vs_ppo`: the grid (CompareConfig), where the JSON goes, and --quick."""
+
+    out: str = option(str(OUT), "the JSON to write")
+    quick: bool = option(False, "a check of the tool: one seed, two settings each, 2 epochs / 20 steps (replaces "
+                         "--seeds, --dpo_betas, --ppo_betas, --epochs, --ppo_steps, --ppo_eval_at where left at "
+                         "their defaults)")
+
+    def validate(self):
+        check_fields(self)
+        self.grid()  # the grid that runs, with its own rules
+        return self
+
+    def grid(self) -> CompareConfig:
+        """The CompareConfig that runs: these flags, with --quick's values for those left at their defaults."""
+        values = {f.name: getattr(self, f.name) for f in fields(CompareConfig)}
+        if self.quick:
+            defaults = {f.name: f.default for f in fields(CompareConfig)}
+            values.update({k: v for k, v in QUICK.items() if values[k] == defaults[k]})
+        return CompareConfig(**values)
+
+
+def check_options(o: CompareOptions) -> None:
+    """Before about 17 CPU minutes of runs: the pairs and their reward model load, the JSON can be written."""
+    from ..rewards import reward_model_dir
+
+    try:
+        load_pairs(o.pairs)
+        load_pairs(o.pairs, "--pairs", "eval")
+        reward_model_dir(o.pairs)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e).replace("--reward_model", "--pairs", 1)) from None
+    check_file_writable(o.out, "--out")
 
 
 # PPO's settings in the comparison as stored (RunConfig's defaults until 2026-12-05): 32 prompts a step, four passes
@@ -99,19 +151,9 @@ def reward_model_accuracy(pairs: str) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     from ..seeding import seed_everything
 
-    p = OneLineParser(prog="python -m rlhf_nb.tools.dpo_vs_ppo", description=__doc__.splitlines()[0],
-                                allow_abbrev=False)
-    p.add_argument("--out", default=str(OUT))
-    p.add_argument("--quick", action="store_true", help="one seed, two settings each, 2 epochs / 20 steps (a check)")
-    args = p.parse_args(argv)
-    try:  # about 17 CPU minutes of runs must not be lost at the final write
-        check_file_writable(args.out, "--out")
-    except ConfigError as e:
-        p.error(str(e))
-    c = CompareConfig()
-    if args.quick:
-        c = CompareConfig(seeds=[0], dpo_betas=[0.1, 1.0], ppo_betas=[0.05], epochs=2, ppo_steps=20,
-                          ppo_eval_at=[5, 10, 20])
+    args = cli_from_dataclass(CompareOptions, argv, prog="python -m rlhf_nb.tools.dpo_vs_ppo",
+                              description=__doc__.split("\n\n")[0], check=check_options)
+    c = args.grid()
     seed_everything(0)
     t0 = time.process_time()
     runs = []

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from ..config import OneLineParser
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, option
 
 ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
@@ -39,17 +41,30 @@ def execute(path: Path, timeout: int = 600) -> float:
     return dt
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m rlhf_nb.tools.notebooks", description=__doc__)
-    p.add_argument("names", nargs="*", help="notebook file names (default: all, in order)")
-    args = p.parse_args(argv)
-    known = {path.name: path for path in notebooks()}
-    for n in args.names:  # only the course's own notebooks: never a path outside notebooks/ (they are rewritten)
+@dataclass
+class NotebooksOptions(Options):
+    """`python -m rlhf_nb.tools.notebooks`: which notebooks, and how long a cell may run."""
+
+    names: tuple[str, ...] = option((), "notebook file names, with or without .ipynb; none: all, in order",
+                                    positional=True)
+    timeout: int = option(600, "seconds a cell may run before the notebook fails", 1, 86_400)
+
+
+def check_options(o: NotebooksOptions) -> None:
+    """Only the course's own notebooks: never a path outside notebooks/ (they are rewritten)."""
+    known = {path.name for path in notebooks()}
+    for n in o.names:
         if n not in known and f"{n}.ipynb" not in known:
-            p.error(f"no notebook {n!r} in notebooks/; choose from: {', '.join(known)}")
-    paths = [known.get(n) or known[f"{n}.ipynb"] for n in args.names] if args.names else list(known.values())
+            raise ConfigError(f"no notebook {n!r} in notebooks/; choose from: {', '.join(sorted(known))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    o = cli_from_dataclass(NotebooksOptions, argv, prog="python -m rlhf_nb.tools.notebooks", description=__doc__,
+                           check=check_options)
+    known = {path.name: path for path in notebooks()}
+    paths = [known.get(n) or known[f"{n}.ipynb"] for n in o.names] if o.names else list(known.values())
     for path in paths:
-        dt = execute(path)
+        dt = execute(path, o.timeout)
         print(f"{path.name:32s} {dt:6.1f} s")
     return 0
 

@@ -16,13 +16,14 @@ import json
 import multiprocessing
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, OneLineParser, RunConfig
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, RunConfig, check_file_writable, option
 from ..corpus import PROMPTS
 from ..overopt import (BON_NS, PROXY_SIZES, SWEEP_PATH, best_of_n_curve, load_proxy_metrics, proxy_dir, rl_curve,
-                       sample_base, score_samples)
+                       base_completions, score_samples)
 from ..rewards import LearnedReward
 
 RL_KEYS = ("step", "kl", "d", "proxy", "gold", "well_formed", "pref_accuracy", "disagreement")
@@ -34,69 +35,64 @@ PPO_UPDATE = dict(ppo_epochs=4, num_minibatches=2, lr_decay="constant", vf_coef=
 
 
 @dataclass
-class SweepConfig:
-    """What `python -m rlhf_nb.tools.overopt_sweep` runs."""
+class SweepConfig(Options):
+    """What `python -m rlhf_nb.tools.overopt_sweep` runs (stored as the JSON's "config", less --parts, --jobs, --out).
 
-    proxies: list[int] = field(default_factory=lambda: list(PROXY_SIZES))
-    """proxy reward models (training pairs) to optimise"""
-    bon_samples: int = 8192
-    """base completions per prompt for best-of-n (>= the largest n, 2048; 4x it, so that even n = 2048 averages
-    over many subsets: with N = n the estimate is a single argmax per prompt)"""
-    bon_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    """sampling seeds for best-of-n (the spread between them is the band)"""
-    kl_coefs: list[float] = field(default_factory=lambda: [0.0, 0.02, 0.05])
-    """PPO KL coefficients"""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    """PPO seeds"""
-    steps: int = 150
-    """PPO steps per run"""
-    learning_rate: float = 1e-4
-    """PPO learning rate: at 3e-4 (with PPO_UPDATE) the gold's rise is over within ~5 steps (KL < 0.5), too fast to see"""
-    batch_size: int = 32
-    """prompts per PPO step"""
-    max_new_tokens: int = 12
-    """tokens per completion (best-of-n and PPO alike; the proxies' pairs used the same)"""
-    eval_every: int = 5
-    """score the policy (128 samples, a fixed seed) every this many steps"""
-    out: str = str(SWEEP_PATH)
-    """the JSON to write"""
-    parts: list[str] = field(default_factory=lambda: ["bon", "rl"])
-    """what to (re)compute; a part left out keeps its rows from the JSON already at --out"""
-    jobs: int = 1
-    """processes for best-of-n, one sampling seed each (each seed's samples are the same at any --jobs)"""
+    --steps is the sweep's name for the length of each PPO run: one epoch of RunConfig's --steps_per_epoch."""
+
+    proxies: tuple[int, ...] = option(PROXY_SIZES, "proxy reward models to optimise, by their training pairs "
+                                      "(rlhf_nb/assets/proxy-rm-K, built by `make proxies`)", 1, 1_000_000)
+    bon_samples: int = option(8192, f"base completions per prompt for best-of-n: at least the largest n "
+                              f"({max(BON_NS)}); 4x it by default, so that even n = {max(BON_NS)} averages over many "
+                              f"subsets (with N = n the estimate is a single argmax per prompt)", max(BON_NS), 10_000_000)
+    bon_seeds: tuple[int, ...] = option((0, 1, 2), "sampling seeds for best-of-n (the spread between them is the band)",
+                                        0, 2**32 - 1)
+    kl_coefs: tuple[float, ...] = option((0.0, 0.02, 0.05), "PPO KL coefficients", 0.0, 10.0)
+    seeds: tuple[int, ...] = option((0, 1, 2), "PPO seeds", 0, 2**32 - 1)
+    steps: int = option(150, "PPO steps per run (RunConfig's --steps_per_epoch, one epoch)", 1, 100_000)
+    learning_rate: float = option(1e-4, "PPO learning rate: at 3e-4 (with PPO_UPDATE) the gold's rise is over within "
+                                  "about 5 steps (KL < 0.5), too fast to see", 1e-8, 1.0)
+    batch_size: int = option(32, f"prompts per PPO step (a multiple of PPO_UPDATE's "
+                             f"{PPO_UPDATE['num_minibatches']} minibatches)", 1, 4096)
+    max_new_tokens: int = option(12, "tokens per completion (best-of-n and PPO alike; the proxies' pairs used the "
+                                 "same)", 1, 4096)
+    eval_every: int = option(5, "score the policy (128 samples, a fixed seed) every this many PPO steps", 1, 100_000)
+    out: str = option(str(SWEEP_PATH), "the JSON to write")
+    parts: tuple[str, ...] = option(("bon", "rl"), "what to (re)compute; a part left out keeps its rows from the JSON "
+                                    "already at --out", choices=("bon", "rl"))
+    jobs: int = option(1, "processes for best-of-n, one sampling seed each (each seed's samples are the same at any "
+                       "--jobs)", 1, 64)
+
+    def validate(self):
+        super().validate()
+        if self.batch_size % PPO_UPDATE["num_minibatches"]:
+            raise ConfigError(f"--batch_size must be a multiple of {PPO_UPDATE['num_minibatches']} (PPO_UPDATE's "
+                              f"minibatches), got {self.batch_size}")
+        for b in self.kl_coefs:  # RunConfig's own rules on the runs the sweep makes
+            self.run_config(b)
+        return self
+
+    def run_config(self, kl_coef: float, **changes) -> RunConfig:
+        """The RunConfig of one PPO run of the sweep."""
+        return RunConfig(steps_per_epoch=self.steps, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                         learning_rate=self.learning_rate, kl_coef=kl_coef, progress=False, **PPO_UPDATE, **changes)
+
+
+def check_options(cfg: SweepConfig) -> None:
+    """Before any work: the proxies exist, a part kept has a file to come from, the JSON can be written."""
+    for k in cfg.proxies:
+        if not Path(proxy_dir(k), "config.json").is_file():
+            raise ConfigError(f"--proxies: no proxy-rm-{k} under rlhf_nb/assets (build it with `make proxies`)")
+    if set(cfg.parts) != {"bon", "rl"} and not Path(cfg.out).is_file():
+        raise ConfigError(f"--parts {' '.join(cfg.parts)} keeps the other part from --out, but {cfg.out} does not "
+                          f"exist")
+    check_file_writable(cfg.out, "--out")
 
 
 def parse_args(argv=None) -> SweepConfig:
     """A SweepConfig from the command line; a bad value is one line naming the flag, before any work."""
-    p = OneLineParser(prog="python -m rlhf_nb.tools.overopt_sweep", description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(SweepConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, (int, float, str)):
-            p.add_argument(flag, type=type(f.default), default=f.default)
-        elif f.name == "parts":
-            p.add_argument(flag, nargs="+", choices=["bon", "rl"], default=f.default_factory())
-        else:
-            item = float if f.name == "kl_coefs" else int
-            p.add_argument(flag, type=item, nargs="+", default=f.default_factory())
-    cfg = SweepConfig(**vars(p.parse_args(argv)))
-    if cfg.bon_samples < max(BON_NS):
-        p.exit(2, f"error: --bon-samples must be >= {max(BON_NS)} (the largest n), got {cfg.bon_samples}\n")
-    for k in cfg.proxies:
-        if not Path(proxy_dir(k), "config.json").is_file():
-            p.exit(2, f"error: --proxies: no proxy-rm-{k} under rlhf_nb/assets (build it with `make proxies`)\n")
-    try:  # RunConfig's own ranges and messages (they name RunConfig's flags, e.g. --steps_per_epoch)
-        for b in cfg.kl_coefs:
-            RunConfig(steps_per_epoch=cfg.steps, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                      learning_rate=cfg.learning_rate, kl_coef=b, **PPO_UPDATE)
-    except ConfigError as e:  # in this tool's own spelling: its --steps is RunConfig's --steps_per_epoch
-        p.exit(2, f"error: {str(e).replace('--steps_per_epoch', '--steps')}\n")
-    if cfg.eval_every < 1:
-        p.exit(2, f"error: --eval-every must be >= 1, got {cfg.eval_every}\n")
-    if cfg.jobs < 1:
-        p.exit(2, f"error: --jobs must be >= 1, got {cfg.jobs}\n")
-    if set(cfg.parts) != {"bon", "rl"} and not Path(cfg.out).is_file():
-        p.exit(2, f"error: --parts {' '.join(cfg.parts)} keeps the other part from --out, but {cfg.out} does not exist\n")
-    return cfg
+    return cli_from_dataclass(SweepConfig, argv, prog="python -m rlhf_nb.tools.overopt_sweep",
+                              description=__doc__.split("\n\n")[0], check=check_options)
 
 
 def _round(row: dict, keys=None, digits: int = 4) -> dict:
@@ -112,7 +108,7 @@ def _bon_seed(cfg: SweepConfig, seed: int) -> dict[str, list[dict]]:
     torch.set_num_threads(1)
     judges = {k: LearnedReward(proxy_dir(k), batch_size=256) for k in cfg.proxies}
     model, tok = load_policy()
-    comps = sample_base(PROMPTS, cfg.bon_samples, cfg.max_new_tokens, seed, model, tok)
+    comps = base_completions(PROMPTS, cfg.bon_samples, cfg.max_new_tokens, seed, model, tok)
     scores = score_samples(PROMPTS, comps, judges)
     return {str(k): [_round(r) for r in best_of_n_curve(scores[k], scores["gold"], BON_NS)] for k in cfg.proxies}
 
@@ -158,10 +154,7 @@ def main(argv=None) -> dict:
     for k in (cfg.proxies if "rl" in cfg.parts else []):
         for beta in cfg.kl_coefs:
             for seed in cfg.seeds:
-                rc = RunConfig(reward="learned", reward_model=proxy_dir(k), kl_coef=beta, seed=seed,
-                               steps_per_epoch=cfg.steps, batch_size=cfg.batch_size,
-                               max_new_tokens=cfg.max_new_tokens, learning_rate=cfg.learning_rate, progress=False,
-                               **PPO_UPDATE)
+                rc = cfg.run_config(beta, reward="learned", reward_model=proxy_dir(k), seed=seed)
                 rows = rl_curve(rc, cfg.eval_every, judges=judges, base_std=base_std)
                 out["rl"].append({"proxy": k, "kl_coef": beta, "seed": seed, "algo": "ppo",
                                   "rows": [_round(r, RL_KEYS) for r in rows]})

@@ -6,9 +6,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import fields, make_dataclass
 from pathlib import Path
 
-from ..config import ConfigError, OneLineParser, check_output_writable
+from ..cli import cli_from_dataclass
+from ..config import Options, RunConfig, check_output_writable, option
 from ..runlog import new_run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,11 +20,12 @@ SMOKE_NB = ROOT / "notebooks" / "00_smoke.ipynb"
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 
-def notebook_parameters(path: Path = SMOKE_NB) -> dict[str, tuple[str, str]]:
-    """{name: (type name, help)} of the notebook's `parameters` cell — the one place the smoke defaults live."""
+def notebook_parameters(path: Path = SMOKE_NB) -> dict[str, tuple[str, str, str]]:
+    """{name: (type name, help, default as written)} of the notebook's `parameters` cell — the one place the smoke
+    defaults live."""
     import papermill as pm
 
-    return {name: (spec["inferred_type_name"], spec["help"])
+    return {name: (spec["inferred_type_name"], spec["help"], spec["default"])
             for name, spec in pm.inspect_notebook(str(path)).items() if name != "out_dir"}
 
 
@@ -98,18 +101,32 @@ def _interrupted(run: dict) -> int:
     return 130
 
 
+# a notebook parameter takes the range of the RunConfig field it sets (the same name, or this one)
+PARAMETER_FIELDS = {"steps": "steps_per_epoch"}
+
+
+def smoke_options(path: Path = SMOKE_NB) -> type[Options]:
+    """The tool's config, made from the notebook's `parameters` cell: one flag per parameter (None: the notebook's
+    default), with the range or choices of the RunConfig field it sets, and --out. A bad value is refused before a
+    kernel starts; the notebook's own RunConfig checks the rest."""
+    run_fields = {f.name: f.metadata for f in fields(RunConfig)}
+    specs = []
+    for name, (typ, help_, default) in notebook_parameters(path).items():
+        m = run_fields.get(PARAMETER_FIELDS.get(name, name), {})
+        typ = typ if typ in ("int", "float", "str", "bool") else "str"
+        specs.append((name, f"{typ} | None", option(None, f"{help_} (unset: the notebook's {default})", m.get("lo"),
+                                                     m.get("hi"), m.get("choices"), nullable=True)))
+    specs.append(("out", "str", option(str(ROOT / "runs"), "parent folder of the run folder")))
+    return make_dataclass("SmokeOptions", specs, bases=(Options,))
+
+
+def _check(o) -> None:
+    check_output_writable(o.out)  # the run folder's parent, before papermill starts a kernel
+
+
 def _smoke(argv: list[str] | None, run: dict) -> int:
-    p = OneLineParser(prog="python -m rlhf_nb.tools.smoke", description=__doc__,
-                                epilog="defaults: see the parameters cell of notebooks/00_smoke.ipynb")
-    types = {"int": int, "float": float, "str": str}
-    for name, (typ, help_) in notebook_parameters().items():
-        p.add_argument(f"--{name}", type=types.get(typ, str), default=None, help=help_)
-    p.add_argument("--out", default=str(ROOT / "runs"), help="parent folder of the run folder")
-    args = p.parse_args(argv)
-    try:  # the run folder's parent, before papermill starts a kernel
-        check_output_writable(args.out)
-    except ConfigError as e:
-        p.error(str(e))
+    args = cli_from_dataclass(smoke_options(), argv, prog="python -m rlhf_nb.tools.smoke", description=__doc__,
+                              epilog="defaults: see the parameters cell of notebooks/00_smoke.ipynb", check=_check)
 
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -117,7 +134,7 @@ def _smoke(argv: list[str] | None, run: dict) -> int:
     t0 = time.perf_counter()
     run_dir = run["dir"] = new_run_dir(args.out)
     out_nb = run_dir / "smoke.ipynb"
-    params = {k: v for k, v in vars(args).items() if k != "out" and v is not None}
+    params = {k: v for k, v in args.to_dict().items() if k != "out" and v is not None}
     params["out_dir"] = str(run_dir)
     print(f"running {SMOKE_NB.relative_to(ROOT)} with {params}")
     try:
