@@ -270,8 +270,8 @@ def check_run_name(name: str) -> None:
                           f"may be added), got {n}")
 
 
-def check_output_writable(out: str | os.PathLike) -> None:
-    """--out must be a folder this process can create run folders in; checked before any model loads.
+def check_output_writable(out: str | os.PathLike, flag: str = "--out") -> None:
+    """--out (or `flag`) must be a folder this process can create run folders in; checked before any model loads.
 
     Probes by creating (and removing) a temporary folder in the nearest existing ancestor: permission bits alone
     miss read-only mounts for root and pseudo file systems like /proc."""
@@ -281,11 +281,11 @@ def check_output_writable(out: str | os.PathLike) -> None:
         anc = os.path.dirname(anc)
     if not os.path.isdir(anc):
         what = "is a file, not a folder" if anc == path else f"is under {anc!r}, which is a file"
-        raise ConfigError(f"--out {os.fspath(out)!r} {what}")
+        raise ConfigError(f"{flag} {os.fspath(out)!r} {what}")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".rlhf_nb-probe-", dir=anc))
     except OSError as e:
-        raise ConfigError(f"--out {os.fspath(out)!r} is not writable: cannot create a folder in {anc!r} "
+        raise ConfigError(f"{flag} {os.fspath(out)!r} is not writable: cannot create a folder in {anc!r} "
                           f"({e.strerror or e})") from None
 
 

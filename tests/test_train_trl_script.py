@@ -102,3 +102,66 @@ def test_refusals_print_no_traceback_end_to_end(tmp_path):
     assert "Traceback" not in res.stderr and res.stderr.strip().splitlines() == [
         "error: --device cuda was asked for but torch sees no CUDA device; use --device cpu or auto"]
     assert not _ours(tmp_path)
+
+
+# ------------------------------------------------------------------------ the trainer's contract (issue: every command)
+
+def test_advantage_gae_is_refused_not_run_as_grpo(capsys, tmp_path):
+    line = _refused(capsys, ["--advantage", "gae", "--out", str(tmp_path)])
+    assert "--advantage gae" in line and "python -m rlhf_nb.train" in line  # was: exit 0 after training GRPO
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_that_is_a_file_is_refused(capsys, tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    assert "--out" in _refused(capsys, ["--out", str(f)])  # was: exit 0, results in a temp folder deleted at exit
+
+
+def test_a_policy_folder_as_reward_model_is_refused(capsys, tmp_path, model_dir):
+    line = _refused(capsys, ["--reward", "learned", "--reward_model", model_dir, "--out", str(tmp_path)])
+    assert "is not a reward model" in line and list(tmp_path.iterdir()) == []
+
+
+class _FakeTrainer:
+    """Stands in for TRL's trainer: train() does what `during` says."""
+
+    def __init__(self, during):
+        self.during = during
+        self.state = type("S", (), {"global_step": 3})()
+
+    def train(self):
+        self.during()
+
+
+@pytest.mark.parametrize("how, code, first", [("ctrl_c", 130, "SIGINT"), ("sigterm", 143, "SIGTERM")])
+def test_an_interrupted_run_is_one_line_and_128_plus_n(capsys, tmp_path, monkeypatch, how, code, first):
+    import signal
+    import time
+
+    from rlhf_nb.bridges import trl as bridge
+
+    def during():
+        if how == "ctrl_c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(bridge, "make_trl_trainer", lambda *a, **k: _FakeTrainer(during))
+    old = signal.getsignal(signal.SIGTERM)
+    assert _load_script().main(["--out", str(tmp_path), *SMALL]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{first}: stopped at optimizer step 3"), err
+    assert signal.getsignal(signal.SIGTERM) == old  # handlers given back
+    run = next(tmp_path.iterdir())
+    assert (run / "config.json").is_file() and (run / "logs" / "trl_log.jsonl").is_file()
+
+
+def test_a_run_writes_its_folder_under_out_like_the_trainer(tmp_path, capsys):
+    assert _load_script().main(["--out", str(tmp_path), "--run_name", "r", *SMALL]) == 0
+    run = tmp_path / "r"
+    assert (run / "config.json").is_file() and (run / "final" / "model.safetensors").is_file()
+    assert not (run / "final" / "training_args.bin").exists()  # no pickle in a folder --model may load
+    from rlhf_nb.policy import load_policy
+
+    load_policy(str(run / "final"))  # loads with the kit's own from_pretrained
