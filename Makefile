@@ -62,21 +62,21 @@ notebooks: $(STAMP)  ## re-execute every notebook in order and store its outputs
 	$(PY) -m rlhf_nb.tools.notebooks
 
 base-model: $(STAMP)  ## retrain the embedded tiny GPT-2 and its tokenizer (rlhf_nb/assets/tiny-gpt2-reviews)
-	$(PY) -m rlhf_nb.tools.base_model
+	$(PY) -m rlhf_nb.tools.base_model --overwrite
 
 reward-model: $(STAMP)  ## retrain the reward model from simulated preferences (rlhf_nb/assets/reward-model)
-	$(PY) -m rlhf_nb.tools.build_reward_model
+	$(PY) -m rlhf_nb.tools.build_reward_model --overwrite
 
 .PHONY: proxies overopt
 proxies: $(STAMP)  ## lesson 08's proxy reward models on gold-labelled pairs (rlhf_nb/assets/proxy-rm-*; ~2 CPU min)
-	$(PY) -m rlhf_nb.tools.build_proxies
+	$(PY) -m rlhf_nb.tools.build_proxies --overwrite
 
 overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~50 CPU min)
-	$(PY) -m rlhf_nb.tools.overopt_sweep --jobs $(OVEROPT_JOBS)
+	$(PY) -m rlhf_nb.tools.overopt_sweep --overwrite --jobs $(OVEROPT_JOBS)
 
 .PHONY: capstone
 capstone: $(STAMP)  ## lesson 06's beta sweep and its critic/baseline variants, run to the optimum (rlhf_nb/assets/capstone-sweep.json; ~15 CPU min)
-	$(PY) -m rlhf_nb.tools.capstone_sweep --jobs $(OVEROPT_JOBS)
+	$(PY) -m rlhf_nb.tools.capstone_sweep --overwrite --jobs $(OVEROPT_JOBS)
 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
 	$(PY) -m rlhf_nb.train --seed 0 --epochs 2 --steps_per_epoch 4 --batch_size 16 --max_new_tokens 10 --save_every 4 --out $(TRAIN_OUT)
@@ -95,7 +95,7 @@ dpo_smoke: $(STAMP)  ## one DPO epoch on lesson 08's 1,000 preference pairs, sta
 	$(PY) -m rlhf_nb.dpo --seed 0 --epochs 1 --batch_size 64 --eval_samples 64 --save_every 8 --out $(TRAIN_OUT)
 
 dpo_compare: $(STAMP)  ## DPO vs SFT vs reward model + PPO on the same pairs, by gold at matched KL (rlhf_nb/assets/dpo-vs-ppo.json; ~17 CPU min)
-	$(PY) -m rlhf_nb.tools.dpo_vs_ppo
+	$(PY) -m rlhf_nb.tools.dpo_vs_ppo --overwrite
 
 tensorboard: $(STAMP)  ## TensorBoard over runs/
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1

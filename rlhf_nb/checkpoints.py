@@ -121,6 +121,22 @@ def publish_folder(tmp: Path, path: Path) -> None:
             os.close(fd)
 
 
+def write_folder_atomically(out: str | Path, write) -> None:
+    """write(tmp) into a fresh folder next to `out`, then swap it in with publish_folder: `out` is the old folder or
+    the new one, never half of each, and nothing half-written is left if `write` fails."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_folder(tmp, out)
+
+
 def _free_bytes(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free

@@ -289,6 +289,19 @@ def check_output_writable(out: str | os.PathLike, flag: str = "--out") -> None:
                           f"({e.strerror or e})") from None
 
 
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")  # the kit's committed assets
+
+
+def check_overwrite(path: str | os.PathLike, overwrite: bool, flag: str) -> None:
+    """A builder's output that already exists under rlhf_nb/assets (a committed model, pairs or sweep) is replaced
+    only with --overwrite: one typo must never cost the kit an asset every lesson and test reads."""
+    target = os.path.abspath(os.fspath(path))
+    inside = os.path.commonpath([target, ASSETS_DIR]) == ASSETS_DIR
+    if inside and os.path.lexists(target) and not overwrite:
+        raise ConfigError(f"{flag} {os.fspath(path)!r} is a committed asset of the kit; pass --overwrite to replace it "
+                          f"(the new one is swapped in only once it is complete), or write elsewhere with {flag}")
+
+
 def check_file_writable(path: str | os.PathLike, flag: str) -> None:
     """A tool's output file (`flag` names it in the message) can be written: its folder exists and takes a file.
     Checked before any work, so a long run is not lost at its last write."""

@@ -43,11 +43,12 @@ def strip_wall_time(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not k.startswith(WALL_TIME_PREFIXES)}
 
 
-def write_json_atomically(path: str | Path, obj: Any) -> None:
-    """Write obj as JSON next to path, then rename over it: a reader never sees half a file."""
+def write_json_atomically(path: str | Path, obj: Any, indent: int | None = None) -> None:
+    """Write obj as JSON next to path, then rename over it: a reader never sees half a file (compact, or indented)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, separators=(",", ":"), allow_nan=True) + "\n")
+    text = json.dumps(obj, indent=indent) if indent is not None else json.dumps(obj, separators=(",", ":"))
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
 
 

@@ -109,11 +109,11 @@ def test_bad_flags_are_refused_before_any_work_and_write_nothing(argv, msg, tmp_
 
 
 def test_a_saved_folder_is_swapped_in_whole(tmp_path):
-    from rlhf_nb.tools.base_model import save_folder_atomically
+    from rlhf_nb.checkpoints import write_folder_atomically
     out = tmp_path / "model"
-    save_folder_atomically(out, lambda d: (d.mkdir(), (d / "a").write_text("1")))
-    save_folder_atomically(out, lambda d: (d.mkdir(), (d / "b").write_text("2")))
+    write_folder_atomically(out, lambda d: (d / "a").write_text("1"))
+    write_folder_atomically(out, lambda d: (d / "b").write_text("2"))
     assert sorted(p.name for p in out.iterdir()) == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     with pytest.raises(RuntimeError):  # a write that fails leaves the old folder as it was
-        save_folder_atomically(out, lambda d: (d.mkdir(), (_ for _ in ()).throw(RuntimeError("disk full"))))
+        write_folder_atomically(out, lambda d: (_ for _ in ()).throw(RuntimeError("disk full")))
     assert sorted(p.name for p in out.iterdir()) == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]

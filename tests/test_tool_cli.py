@@ -69,3 +69,31 @@ def test_no_tool_builds_its_parser_by_hand_or_spells_a_flag_with_a_hyphen():
         text = path.read_text()
         assert "add_argument" not in text and "OneLineParser(" not in text, path.name
         assert not re.findall(r"[\"'\s]--[a-z]+-[a-z]", text.replace("--no-print-directory", "")), path.name
+
+
+BUILDERS = {  # the tools whose default output is a committed asset under rlhf_nb/assets, and the flag naming it
+    "base_model": "--out", "build_reward_model": "--out_dir", "build_proxies": "--out_root",
+    "overopt_sweep": "--out", "capstone_sweep": "--out", "dpo_vs_ppo": "--out",
+}
+
+
+def _assets_state() -> dict[str, int]:
+    assets = TOOLS_DIR.parent / "assets"
+    return {str(p.relative_to(assets)): p.stat().st_mtime_ns for p in assets.rglob("*")}
+
+
+@pytest.mark.parametrize("tool", sorted(BUILDERS))
+def test_a_builder_never_writes_over_a_committed_asset_without_overwrite(tool):
+    before = _assets_state()
+    p = _run(tool, [])  # its defaults: the committed asset
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, (p.returncode, p.stderr)
+    assert BUILDERS[tool] in lines[0] and "committed asset" in lines[0] and "--overwrite" in lines[0], lines[0]
+    assert _assets_state() == before  # nothing touched
+
+
+def test_make_passes_overwrite_to_every_builder():
+    makefile = (TOOLS_DIR.parents[1] / "Makefile").read_text()
+    for tool in BUILDERS:
+        calls = [line for line in makefile.splitlines() if f"rlhf_nb.tools.{tool}" in line]
+        assert calls and all("--overwrite" in line for line in calls), (tool, calls)

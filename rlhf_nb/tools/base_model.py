@@ -6,7 +6,6 @@ Check it:     python -m rlhf_nb.tools.base_model --report [--n 256]
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, fields
@@ -15,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_output_writable, option
+from ..checkpoints import write_folder_atomically
+from ..config import ConfigError, Options, check_output_writable, check_overwrite, option
 from ..corpus import build_corpus, get_prompts, matches_template
 
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-gpt2-reviews"
@@ -58,6 +58,8 @@ class BaseModelOptions(BaseModelArgs):
     """`python -m rlhf_nb.tools.base_model`: the recipe (BaseModelArgs), where the model goes, and --report."""
 
     out: str = option(str(EMBEDDED_MODEL_DIR), "the model folder: written by a build (replaced whole), read by --report")
+    overwrite: bool = option(False, "replace a model folder that is a committed asset (the default --out): without "
+                             "it, building over rlhf_nb/assets is refused before any work")
     report: bool = option(False, "print quality numbers of the model at --out, no training")
     n: int = option(256, "samples for --report", 1, 100_000)
 
@@ -71,6 +73,7 @@ def check_options(o: BaseModelOptions) -> None:
         if not (out / "config.json").is_file():
             raise ConfigError(f"--report: no model at {out} (no config.json); build one with --out {out}")
     else:
+        check_overwrite(out, o.overwrite, "--out")
         check_output_writable(out)
 
 
@@ -168,29 +171,10 @@ def build_base_model(args: BaseModelArgs, out: str | Path) -> dict:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         do_sample=True, top_k=0, temperature=1.0, max_new_tokens=16,
     )  # fmt: skip
-    save_folder_atomically(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+    write_folder_atomically(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
     summary = {"params": n_params, "vocab": len(tokenizer), "final_loss": loss.item(), "wall_s": time.time() - t0}
     print(summary | {"args": asdict(args.model_args())})
     return summary
-
-
-def save_folder_atomically(out: Path, write) -> None:
-    """write(tmp) into a fresh folder next to `out`, then swap it in: `out` is the old model or the new one, never
-    half of each (the committed embedded model is the default --out)."""
-    import shutil
-
-    from ..checkpoints import publish_folder  # the checkpoints' own swap: a loadable folder at every moment
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left next to the model
-        raise
-    publish_folder(tmp, out)
 
 
 def load_base_model(path: str | Path = EMBEDDED_MODEL_DIR):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_output_writable, option
+from ..checkpoints import write_folder_atomically
+from ..config import ConfigError, Options, check_output_writable, check_overwrite, option
 from ..gold import INVALID_SCORE, gold_text_scores
 from ..overopt import PROXY_SIZES, proxy_dir
 from ..policy import load_policy, model_context_length
@@ -44,7 +45,10 @@ class ProxyConfig(Options):
     lr: float = option(1e-3, "AdamW learning rate", 1e-8, 1.0)
     seed: int = option(0, "seeds the pool's prompts, sampling and labels, and training; the held-out pairs use "
                        "seed + 1", 0, 2**32 - 2)
-    out_root: str = option("", "parent folder of the proxy-rm-k folders (empty: rlhf_nb/assets)")
+    out_root: str = option("", "parent folder of the proxy-rm-k folders (empty: rlhf_nb/assets); each is replaced "
+                           "whole once complete")
+    overwrite: bool = option(False, "replace proxy folders that are committed assets (the default --out_root): "
+                             "without it, building over rlhf_nb/assets is refused before any work")
 
     def validate(self):
         super().validate()
@@ -63,6 +67,8 @@ def check_options(cfg: ProxyConfig) -> None:
     if cfg.max_new_tokens >= context:
         raise ConfigError(f"--max_new_tokens must leave room for the prompt in the model's {context}-token context, "
                           f"got {cfg.max_new_tokens}")
+    for k in cfg.sizes:
+        check_overwrite(cfg.folder(k), cfg.overwrite, "--out_root")
     try:
         check_output_writable(cfg.folder(min(cfg.sizes)).parent)
     except ConfigError as e:
@@ -133,9 +139,13 @@ def main(argv=None) -> dict:
             "command": "python -m rlhf_nb.tools.build_proxies  (make proxies)",
         }
         path = cfg.folder(k)
-        save_reward_model(model, tok, str(path), metrics)
-        _write_jsonl(path / "train_pairs.jsonl", train)
-        _write_jsonl(path / "eval_pairs.jsonl", held)
+
+        def write(folder: Path) -> None:
+            save_reward_model(model, tok, str(folder), metrics)
+            _write_jsonl(folder / "train_pairs.jsonl", train)
+            _write_jsonl(folder / "eval_pairs.jsonl", held)
+
+        write_folder_atomically(path, write)
         print(f"proxy-rm-{k}: held-out accuracy vs gold {m['accuracy']:.3f} ({m['n_untied']} untied pairs), "
               f"grammar accuracy {metrics['grammar_accuracy']:.3f}, pearson {m['pearson']:.3f}, "
               f"trained in {train_s:.0f}s -> {path}")

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_output_writable, option
+from ..checkpoints import write_folder_atomically
+from ..config import ConfigError, Options, check_output_writable, check_overwrite, option
 from ..policy import load_policy, model_context_length
 from ..reward_model import (DEFAULT_DIR, evaluate, reward_scores, save_reward_model, set_offset, simulate_preferences,
                             train_reward_model)
@@ -29,7 +30,9 @@ class RewardModelConfig(Options):
     batch_size: int = option(32, "pairs per optimiser step", 1, 4096)
     lr: float = option(1e-3, "AdamW learning rate", 1e-8, 1.0)
     seed: int = option(0, "seeds sampling, labels and training; the held-out pairs use seed + 1", 0, 2**32 - 2)
-    out_dir: str = option(DEFAULT_DIR, "where to save the model (Hugging Face layout)")
+    out_dir: str = option(DEFAULT_DIR, "where to save the model (Hugging Face layout); replaced whole once complete")
+    overwrite: bool = option(False, "replace a model folder that is a committed asset (the default --out_dir): "
+                             "without it, building over rlhf_nb/assets is refused before any work")
 
 
 def check_options(cfg: RewardModelConfig) -> None:
@@ -38,6 +41,7 @@ def check_options(cfg: RewardModelConfig) -> None:
     if cfg.max_new_tokens >= context:
         raise ConfigError(f"--max_new_tokens must leave room for the prompt in the model's {context}-token context, "
                           f"got {cfg.max_new_tokens}")
+    check_overwrite(cfg.out_dir, cfg.overwrite, "--out_dir")
     try:
         check_output_writable(cfg.out_dir)
     except ConfigError as e:
@@ -73,10 +77,14 @@ def main(argv=None) -> dict:
     metrics = {**m, "reward_offset": offset, "reward_std_on_base": float(normed.std()),
                "train_label_agreement_with_gold": label_gold, "final_train_loss": sum(hist["loss"][-20:]) / len(hist["loss"][-20:]),
                "sampling_seconds": round(t1 - t0, 1), "training_seconds": round(t2 - t1, 1),
-               "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out_dir"}}
-    save_reward_model(model, tok, cfg.out_dir, metrics)
-    with open(Path(cfg.out_dir, "eval_pairs.jsonl"), "w") as f:  # the held-out pairs, so tests re-check the accuracy
-        f.writelines(json.dumps(r) + "\n" for r in held)
+               "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out_dir", "overwrite")}}
+
+    def write(folder: Path) -> None:
+        save_reward_model(model, tok, str(folder), metrics)
+        with open(folder / "eval_pairs.jsonl", "w") as f:  # the held-out pairs, so tests re-check the accuracy
+            f.writelines(json.dumps(r) + "\n" for r in held)
+
+    write_folder_atomically(cfg.out_dir, write)
     print(f"held-out accuracy vs gold ordering: {m['accuracy']:.3f} ({m['n_untied']} untied pairs)")
     print(f"held-out agreement with noisy labels: {m['label_accuracy']:.3f} (labeller itself: {label_gold:.3f} on train)")
     print(f"Pearson r with VADER on {2 * m['n_pairs']} fresh samples: {m['pearson']:.3f}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_file_writable, option
+from ..config import ConfigError, Options, check_file_writable, check_overwrite, option
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
                                   SWEEP_SEEDS, result_to_dict, run_settings)
 from ..runlog import write_json_atomically
@@ -47,6 +47,8 @@ class CapstoneOptions(Options):
 
     jobs: int = option(1, "processes running the runs side by side (the numbers do not depend on it)", 1, 64)
     out: str = option(str(CAPSTONE_PATH), "the JSON to write (replaced atomically at the end)")
+    overwrite: bool = option(False, "replace a JSON that is a committed asset (the default --out): without it, a "
+                             "sweep over rlhf_nb/assets is refused before any work")
 
 
 def check_options(o: CapstoneOptions) -> None:
@@ -56,6 +58,7 @@ def check_options(o: CapstoneOptions) -> None:
         raise ConfigError(f"--out: no folder {out.parent}")
     if out.is_dir():
         raise ConfigError(f"--out must name a file, not the folder {out}")
+    check_overwrite(out, o.overwrite, "--out")
     check_file_writable(out, "--out")
 
 

@@ -11,14 +11,13 @@ end; PPO at the steps of `ppo_eval_at`. Three seeds per setting.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_fields, check_file_writable, option
+from ..config import ConfigError, Options, check_fields, check_file_writable, check_overwrite, option
 from ..dpo import ASSETS, DPOConfig, eval_prompts, load_pairs, measure_policy, measurement_seed
+from ..runlog import write_json_atomically
 
 OUT = ASSETS / "dpo-vs-ppo.json"
 
@@ -59,7 +58,9 @@ QUICK = dict(seeds=(0,), dpo_betas=(0.1, 1.0), ppo_betas=(0.05,), epochs=2, ppo_
 class CompareOptions(CompareConfig):
     """`python -m rlhf_nb.tools.dpo_vs_ppo`: the grid (CompareConfig), where the JSON goes, and --quick."""
 
-    out: str = option(str(OUT), "the JSON to write")
+    out: str = option(str(OUT), "the JSON to write (replaced atomically at the end)")
+    overwrite: bool = option(False, "replace a JSON that is a committed asset (the default --out): without it, "
+                             "writing over rlhf_nb/assets is refused before any work")
     quick: bool = option(False, "a check of the tool: one seed, two settings each, 2 epochs / 20 steps (replaces "
                          "--seeds, --dpo_betas, --ppo_betas, --epochs, --ppo_steps, --ppo_eval_at where left at "
                          "their defaults)")
@@ -88,6 +89,7 @@ def check_options(o: CompareOptions) -> None:
         reward_model_dir(o.pairs)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(str(e).replace("--reward_model", "--pairs", 1)) from None
+    check_overwrite(o.out, o.overwrite, "--out")
     check_file_writable(o.out, "--out")
 
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"config": asdict(c), "reward_model": reward_model_accuracy(c.pairs), "runs": runs,
               "cpu_seconds": round(time.process_time() - t0, 1),
               "command": "python -m rlhf_nb.tools.dpo_vs_ppo  (make dpo_compare)"}
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json_atomically(args.out, result, indent=1)
     print(f"wrote {args.out} ({result['cpu_seconds']} CPU s)")
     return result
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, RunConfig, check_file_writable, option
+from ..config import ConfigError, Options, RunConfig, check_file_writable, check_overwrite, option
 from ..corpus import PROMPTS
 from ..overopt import (BON_NS, PROXY_SIZES, SWEEP_PATH, best_of_n_curve, load_proxy_metrics, proxy_dir, rl_curve,
                        base_completions, score_samples)
 from ..rewards import LearnedReward
+from ..runlog import write_json_atomically
 
 RL_KEYS = ("step", "kl", "d", "proxy", "gold", "well_formed", "pref_accuracy", "disagreement")
 
@@ -57,7 +58,9 @@ class SweepConfig(Options):
     max_new_tokens: int = option(12, "tokens per completion (best-of-n and PPO alike; the proxies' pairs used the "
                                  "same)", 1, 4096)
     eval_every: int = option(5, "score the policy (128 samples, a fixed seed) every this many PPO steps", 1, 100_000)
-    out: str = option(str(SWEEP_PATH), "the JSON to write")
+    out: str = option(str(SWEEP_PATH), "the JSON to write (replaced atomically, after each PPO run and at the end)")
+    overwrite: bool = option(False, "replace a JSON that is a committed asset (the default --out): without it, a "
+                             "sweep over rlhf_nb/assets is refused before any work")
     parts: tuple[str, ...] = option(("bon", "rl"), "what to (re)compute; a part left out keeps its rows from the JSON "
                                     "already at --out", choices=("bon", "rl"))
     jobs: int = option(1, "processes for best-of-n, one sampling seed each (each seed's samples are the same at any "
@@ -86,6 +89,7 @@ def check_options(cfg: SweepConfig) -> None:
     if set(cfg.parts) != {"bon", "rl"} and not Path(cfg.out).is_file():
         raise ConfigError(f"--parts {' '.join(cfg.parts)} keeps the other part from --out, but {cfg.out} does not "
                           f"exist")
+    check_overwrite(cfg.out, cfg.overwrite, "--out")
     check_file_writable(cfg.out, "--out")
 
 
@@ -132,7 +136,8 @@ def main(argv=None) -> dict:
             keys = ("bon_samples", "bon_seeds") if part == "bon" else \
                 ("kl_coefs", "seeds", "steps", "learning_rate", "batch_size", "eval_every")
             out["config"].update({k: old["config"][k] for k in keys})
-    out["config"].pop("parts"), out["config"].pop("jobs"), out["config"].pop("out")
+    for k in ("parts", "jobs", "out", "overwrite"):
+        out["config"].pop(k)
     # CPU seconds of each part; a part kept from a file that did not record its own is None (unknown)
     cpu = {part: old.get("cpu_seconds_by_part", {}).get(part) for part in ("bon", "rl")}
 
@@ -163,7 +168,7 @@ def main(argv=None) -> dict:
                       f"{best['gold']:+.3f} at step {best['step']} (kl {best['kl']:.1f}) -> {rows[-1]['gold']:+.3f} "
                       f"(kl {rows[-1]['kl']:.1f}, proxy {rows[-1]['proxy']:+.2f}); cpu {time.process_time() - t0:.0f}s",
                       flush=True)
-                Path(cfg.out).write_text(json.dumps(out, separators=(",", ":")) + "\n")  # partial results survive
+                write_json_atomically(cfg.out, out)  # partial results survive
     if "rl" in cfg.parts:
         cpu["rl"] = time.process_time() - c0
     out["cpu_seconds_by_part"] = {k: None if v is None else round(v) for k, v in cpu.items()}
@@ -171,7 +176,7 @@ def main(argv=None) -> dict:
         out["cpu_seconds_by_part_note"] = "None: kept from a sweep that recorded only its total, " + \
             f"{old.get('cpu_seconds')} CPU s for both parts (best-of-n then at {old['config'].get('bon_samples')} samples)"
     out["cpu_seconds"] = sum(v for v in out["cpu_seconds_by_part"].values() if v is not None)
-    Path(cfg.out).write_text(json.dumps(out, separators=(",", ":")) + "\n")
+    write_json_atomically(cfg.out, out)
     print(f"wrote {cfg.out} ({out['cpu_seconds']} CPU s)")
     return out
 
