@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import tempfile
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,8 @@ def read_trainer_state(path: str | Path, config_cls: type = RunConfig, objects: 
     Cheap (JSON only), so the CLI calls it before loading any model."""
     path = Path(path)
     f = path / STATE_FILE
+    if path.is_dir() and os.path.lexists(f):
+        _require_file(f)
     if not (path.is_dir() and f.is_file()):
         raise CheckpointError(f"--resume must be a checkpoint folder (…/checkpoints/step_N or …/final, with "
                               f"{STATE_FILE}), got {str(path)!r}")
@@ -231,6 +234,23 @@ def _other_trainer(state: dict, config_cls: type) -> tuple[str, str] | None:
     return None
 
 
+def _require_file(f: Path, what: str = "") -> None:
+    """f is a regular file (or a link to one): else a CheckpointError that says what it is instead. Never opens it,
+    so a FIFO cannot block the check."""
+    suffix = f" ({what})" if what else ""
+    if not os.path.lexists(f):
+        raise CheckpointError(f"{f} is missing{suffix}")
+    try:
+        st = os.stat(f)
+    except OSError as e:
+        kind = "a symlink loop" if e.errno == errno.ELOOP else f"a broken link ({e.strerror})"
+        raise CheckpointError(f"{f} is {kind}, not a file{suffix}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device")
+        raise CheckpointError(f"{f} is {kind}, not a file{suffix}")
+
+
 def load_checkpoint(path: str | Path, policy, optimizer: torch.optim.Optimizer | None,
                     generators: dict[str, torch.Generator], device: torch.device, config_cls: type = RunConfig,
                     objects: tuple[str, ...] = ("kl_ctl",)) -> dict[str, Any]:
@@ -256,8 +276,7 @@ def load_checkpoint(path: str | Path, policy, optimizer: torch.optim.Optimizer |
 
 
 def _check_model_config(f: Path, live) -> None:
-    if not f.is_file():
-        raise CheckpointError(f"{f} is missing (the checkpoint's model config)")
+    _require_file(f, "the checkpoint's model config")
     try:
         saved = json.loads(f.read_text())
         assert isinstance(saved, dict)
@@ -272,8 +291,7 @@ def _check_model_config(f: Path, live) -> None:
 
 def _read_tensors(f: Path, device: torch.device, module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A safetensors file whose tensors match `module` name for name, shape for shape, all finite."""
-    if not f.is_file():
-        raise CheckpointError(f"{f} is missing")
+    _require_file(f)
     try:
         sd = load_file(str(f), device=str(device))
     except Exception as e:  # safetensors raises its own error type for a short, empty or edited header
@@ -306,10 +324,11 @@ def _check_finite(f: Path, named: Any) -> None:
 def _read_training_state(f: Path, optimizer: torch.optim.Optimizer | None,
                          generators: dict[str, torch.Generator]) -> dict[str, Any]:
     """Optimizer and RNG tensors, read with weights_only=True and checked against this run's optimizer."""
-    if not f.is_file():
-        raise CheckpointError(f"{f} is missing")
+    _require_file(f)
     try:
-        blob = torch.load(f, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about an old pickle protocol before refusing it: one line only
+            warnings.simplefilter("ignore")
+            blob = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's own message goes on to suggest weights_only=False, i.e. running the file's code: not repeated here
         what = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -103,6 +103,26 @@ def _state(fn):
     return lambda d: _edit_json(d / "trainer_state.json", fn)
 
 
+def _fifo(f: Path) -> None:
+    f.unlink()
+    os.mkfifo(f)
+
+
+def _loop(f: Path) -> None:
+    f.unlink()
+    f.symlink_to(f.name)  # a link to itself
+
+
+def _protocol_4(d: Path) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {d / 'pwned'}",))
+
+    torch.save({"x": Evil()}, d / "training_state.pt", pickle_protocol=4, _use_new_zipfile_serialization=False)
+
+
 CORRUPTIONS = {  # name: (how to corrupt final/, the file the line must name, what it must say)
     "model truncated": (lambda d: _trunc(d / "model.safetensors"), "model.safetensors", "not a valid safetensors"),
     "model empty": (lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors", "not a valid safetensors"),
@@ -125,6 +145,12 @@ CORRUPTIONS = {  # name: (how to corrupt final/, the file the line must name, wh
     "config.json n_layer 3": (lambda d: _edit_json(d / "config.json", lambda c: c.update(n_layer=3)), "config.json",
                               "n_layer is 3"),
     "config.json missing": (lambda d: (d / "config.json").unlink(), "config.json", "missing"),
+    "training_state a FIFO": (lambda d: _fifo(d / "training_state.pt"), "training_state.pt", "is a FIFO, not a file"),
+    "training_state a symlink loop": (lambda d: _loop(d / "training_state.pt"), "training_state.pt", "symlink loop"),
+    "model a folder": (lambda d: ((d / "model.safetensors").unlink(), (d / "model.safetensors").mkdir()),
+                       "model.safetensors", "is a folder, not a file"),
+    "trainer_state a FIFO": (lambda d: _fifo(d / "trainer_state.json"), "trainer_state.json", "is a FIFO"),
+    "training_state protocol-4 pickle": (_protocol_4, "training_state.pt", "refused"),
 }
 
 
