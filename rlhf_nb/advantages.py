@@ -72,12 +72,14 @@ def whiten_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def group_advantages(
-    scores: torch.Tensor, num_generations: int, method: str = "grpo", scale: bool = True
+    scores: torch.Tensor, num_generations: int, method: str = "grpo", scale: bool | str = True
 ) -> torch.Tensor:
     """Critic-free advantages (B,) from scores (B,) in consecutive groups of `num_generations` completions per prompt.
 
-    grpo: A = (r − mean_g) / (std_g + 1e-4), std unbiased, per group (TRL GRPO, scale_rewards="group");
-          scale=False gives r − mean_g (scale_rewards="none").
+    grpo: A = (r − mean_g) / (std + 1e-4), std unbiased: TRL GRPO's scale_rewards. scale="group" (or True): the
+          group's std; "batch": the std of all B scores (the baseline stays the group mean); "none" (or False):
+          r − mean_g, no division (Dr. GRPO: dividing by a small group std inflates prompts that are nearly solved
+          or nearly hopeless).
     rloo: A = r − mean of the other k−1 in the group = (k·r − Σ_g r)/(k − 1) (TRL RLOO); scale=True then whitens
           over the whole batch, (A − mean)/(std + 1e-4), std unbiased (TRL's normalize_advantages=True;
           TRL's default is False, i.e. scale=False here).
@@ -93,12 +95,26 @@ def group_advantages(
         raise ValueError(f"batch size B={B} must be divisible by num_generations={k}")
     g = scores.view(-1, k)  # (B/k, k) — TRL's RepeatSampler puts a prompt's k completions next to each other
     if method == "grpo":
+        how = {True: "group", False: "none"}.get(scale, scale)
+        if how not in ("group", "batch", "none"):
+            raise ValueError(f"scale must be group, batch or none (or True/False), got {scale!r}")
         adv = g - g.mean(dim=1, keepdim=True)
-        if scale:
+        if how == "group":
             adv = adv / (g.std(dim=1, keepdim=True) + GROUP_EPS)  # torch.std is unbiased, as TRL's nanstd
+        elif how == "batch":
+            adv = adv / (scores.std() + GROUP_EPS)
         return adv.reshape(B)
     baseline = (g.sum(dim=1, keepdim=True) - g) / (k - 1)  # leave-one-out mean
     adv = (g - baseline).reshape(B)
     if scale:
         adv = (adv - adv.mean()) / (adv.std() + GROUP_EPS)
     return adv
+
+
+def tied_groups(scores: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """(B,) bool: the completions whose group's scores all tie (std 0, as TRL's frac_reward_zero_std tells it).
+    A tied group's GRPO/RLOO advantages are all 0: it adds no gradient, only tokens to the loss's denominator."""
+    g = scores.view(-1, num_generations)
+    tied = torch.isclose(g.std(dim=1), torch.zeros((), dtype=g.dtype))  # (B/k,)
+    return tied.repeat_interleave(num_generations)
+

@@ -16,6 +16,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 ADVANTAGE_CHOICES = ("gae", "grpo", "rloo")
 KL_ESTIMATOR_CHOICES = ("k1", "k2", "k3")
 LR_DECAY_CHOICES = ("constant", "linear", "cosine")
+LOSS_TYPE_CHOICES = ("bnpo", "dapo", "grpo", "dr_grpo")  # TRL 1.16 GRPO's names (rlhf_nb.ppo.aggregate_loss)
+SCALE_REWARDS_CHOICES = ("group", "batch", "none")  # TRL 1.16 GRPO's names (rlhf_nb.advantages.group_advantages)
 RUN_NAME_MAX_BYTES = 200  # file systems allow 255 per name; leave room for the _N suffix of a taken name
 GOLD_CHOICES = ("auto", "gold", "none")  # what --gold logs; rlhf_nb.gold.get_gold resolves auto
 
@@ -137,6 +139,8 @@ class RunConfig(RunOptions):
     kl_coef: float = option(0.05, "beta: weight of the per-token KL penalty in the reward", 0.0, 10.0)
     kl_estimator: str = option("k1", "per-token KL estimator in the reward", choices=KL_ESTIMATOR_CHOICES)
     kl_in_loss: bool = option(False, "grpo/rloo: add beta*k3 per token to the loss (TRL's GRPO) instead of beta*sum(k1) to the score")
+    kl_loss_ratio: bool = option(True, "--kl_in_loss: multiply each token's k3 by the ratio pi/pi_old (TRL 1.16's "
+                                 "use_bias_correction_kl); false: plain k3")
     adaptive_kl: bool = option(False, "adapt beta toward --target_kl (Ziegler et al. 2019)")
     target_kl: float = option(6.0, "target per-sequence KL (nats) for the adaptive controller", 0.001, 1000.0)
     kl_horizon: int = option(10_000, "horizon (episodes) of the adaptive controller", 1, 10_000_000)
@@ -146,6 +150,12 @@ class RunConfig(RunOptions):
     gamma: float = option(1.0, "discount", 0.0, 1.0)
     lam: float = option(0.95, "GAE lambda", 0.0, 1.0)
     whiten_rewards: bool = option(False, "whiten per-token rewards before GAE")
+    scale_rewards: str = option("group", "grpo: divide each advantage (r - group mean) by its group's reward std "
+                                "(group), the whole batch's (batch), or not at all (none: Dr. GRPO)",
+                                choices=SCALE_REWARDS_CHOICES)
+    dynamic_sampling: bool = option(False, "grpo/rloo: drop the groups whose rewards all tie from the loss (DAPO's "
+                                    "dynamic sampling, as a filter: the batch shrinks instead of being refilled); "
+                                    "rollout/zero_std_frac logs their share either way")
 
     # --- PPO update ---
     learning_rate: float = option(1e-3, "Adam learning rate", 1e-8, 1.0)
@@ -157,6 +167,14 @@ class RunConfig(RunOptions):
     ppo_epochs: int = option(1, "passes over each rollout batch", 1, 100)
     num_minibatches: int = option(1, "minibatches per PPO epoch", 1, 4096)
     clip_range: float = option(0.2, "PPO ratio clip epsilon", 0.001, 10.0)
+    clip_range_high: float | None = option(None, "upper ratio clip epsilon_high (clip-higher, DAPO): the ratio is "
+                                           "clipped to [1 - clip_range, 1 + clip_range_high]; none: symmetric",
+                                           0.001, 10.0, nullable=True)
+    loss_type: str = option("bnpo", "how the per-token loss is averaged (TRL's names): bnpo = one token mean per "
+                            "minibatch; dapo = token sum over the batch's mean tokens per minibatch (= bnpo for one "
+                            "minibatch); grpo = mean over completions of each one's token mean (long completions' "
+                            "tokens weigh less); dr_grpo = token sum / (completions x max_new_tokens)",
+                            choices=LOSS_TYPE_CHOICES)
     clip_range_value: float = option(0.2, "value clip epsilon", 0.001, 1000.0)
     vf_coef: float = option(1.0, "value loss weight", 0.0, 100.0)
     ent_coef: float = option(0.0, "entropy bonus weight", 0.0, 10.0)
@@ -172,6 +190,11 @@ class RunConfig(RunOptions):
         if self.num_minibatches > rollouts or rollouts % self.num_minibatches:
             raise ConfigError(f"--num_minibatches must divide batch_size*num_generations = {rollouts} "
                               f"(equal minibatches), got {self.num_minibatches}")
+        if self.advantage != "grpo" and self.scale_rewards != "group":
+            raise ConfigError(f"--scale_rewards {self.scale_rewards} needs --advantage grpo (rloo and gae scale their "
+                              f"advantages their own way)")
+        if self.advantage == "gae" and self.dynamic_sampling:
+            raise ConfigError("--dynamic_sampling needs --advantage grpo or rloo (it drops groups whose rewards tie)")
         if self.kl_in_loss and self.advantage == "gae":
             raise ConfigError("--kl_in_loss needs --advantage grpo or rloo (with gae the KL is part of the per-token "
                               "reward that GAE discounts)")

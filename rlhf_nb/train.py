@@ -20,7 +20,8 @@ if __name__ == "__main__":  # `python -m rlhf_nb.train`: a Ctrl-C while torch im
 import torch  # noqa: E402 (the guard above must run first)
 
 from . import run  # noqa: E402
-from .advantages import compute_gae, group_advantages, per_token_rewards, whiten_advantages, whiten_rewards  # noqa: E402
+from .advantages import (compute_gae, group_advantages, per_token_rewards, tied_groups, whiten_advantages,  # noqa: E402
+                         whiten_rewards)
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from .config import ConfigError, RunConfig  # noqa: E402
 from .corpus import PROMPTS  # noqa: E402
@@ -130,13 +131,17 @@ def ppo_step(state: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
         advantages = whiten_advantages(advantages, mask)
     else:
         seq_reward = rewards.sum(1)  # = score - beta * sum_t kl_t
-        advantages = group_advantages(seq_reward, cfg.num_generations, cfg.advantage)[:, None] * mask
+        scale = cfg.scale_rewards if cfg.advantage == "grpo" else True
+        advantages = group_advantages(seq_reward, cfg.num_generations, cfg.advantage, scale)[:, None] * mask
         returns = None
+        tied = tied_groups(scores, cfg.num_generations)  # (B,) groups whose scores all tie
+    # DAPO's dynamic sampling, as a filter: tied groups leave the loss (and its denominator), not the logged metrics
+    loss_mask = mask * ~tied[:, None] if cfg.dynamic_sampling else mask
     timer.lap("forward")
 
     # 6. PPO epochs over shuffled minibatches
     set_learning_rate(state.optimizer, lr_factor(state.step, cfg))  # this step's rate (--lr_warmup_steps, --lr_decay)
-    batch = PPOBatch(ids, attn, P, mask, logp_old, advantages, values_old=values if returns is not None else None,
+    batch = PPOBatch(ids, attn, P, loss_mask, logp_old, advantages, values_old=values if returns is not None else None,
                      returns=returns, ref_logp=ref_logp)
     upd = ppo_update(state.policy, state.optimizer, batch, cfg, state.generators["minibatch"], graph,
                      kl_coef_loss=beta if cfg.kl_in_loss else 0.0, forward=state.forward, kl_loss=state.kl_loss)
@@ -149,6 +154,8 @@ def ppo_step(state: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     timer.lap("adapt")
 
     metrics = step_metrics(StepStats(ro, batch, scores, seq_kl, rewards, non_score_reward, entropy, beta, upd, timer))
+    if cfg.advantage != "gae":
+        metrics["rollout/zero_std_frac"] = float(tied.float().mean())
     if gold is not None:
         metrics["objective/gold_scores"] = float(gold.mean())
     k = min(cfg.log_samples, len(ro.prompts))
@@ -174,7 +181,7 @@ class StepStats:
 
 def step_metrics(st: StepStats) -> dict[str, float]:
     """The step's statistics under the names of docs/metrics.md."""
-    mask, values, returns, laps = st.batch.mask, st.batch.values_old, st.batch.returns, st.timer.laps
+    mask, values, returns, laps = st.rollout.completion_mask.float(), st.batch.values_old, st.batch.returns, st.timer.laps
     n_tokens = float(mask.sum())
     return {
         "objective/scores": float(st.scores.mean()),

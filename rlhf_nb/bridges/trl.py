@@ -57,7 +57,12 @@ KNOB_MAP: dict[str, tuple[str, str]] = {
     "top_k": ("top_k", "same value; 0 means off in both"),
     "top_p": ("top_p", "same value; 1.0 means off in both"),
     "kl_coef": ("beta", "same value; GRPO: β·k3 per token in the loss, RLOO: β·Σk1 in the reward (see docs)"),
-    "clip_range": ("epsilon", "same value; epsilon_high unset, so the clip is symmetric"),
+    "clip_range": ("epsilon", "same value (the lower clip, epsilon_low)"),
+    "clip_range_high": ("epsilon_high", "same value; none: epsilon_high unset, so the clip is symmetric"),
+    "loss_type": ("loss_type", "same value (bnpo, dapo, grpo, dr_grpo: rlhf_nb.ppo.aggregate_loss; GRPO only, RLOO "
+                               "averages per sequence)"),
+    "scale_rewards": ("scale_rewards", "same value (group, batch, none; GRPO only)"),
+    "kl_loss_ratio": ("use_bias_correction_kl", "same value (GRPO's k3 in the loss times pi/pi_old)"),
     "learning_rate": ("learning_rate", "same value"),
     "lr_warmup_steps": ("warmup_steps", "× ppo_epochs × num_minibatches (TRL counts optimizer steps); transformers' "
                                         "warm-up starts at 0, rlhf_nb's at lr/N: close, not equal"),
@@ -93,6 +98,8 @@ UNMAPPED: dict[str, str] = {
     "target_kl": "only used by the adaptive controller",
     "kl_horizon": "only used by the adaptive controller",
     "kl_in_loss": "fixed by TRL (see kl_estimator): GRPO is rlhf_nb's --kl_in_loss True, RLOO its False",
+    "dynamic_sampling": "TRL 1.16's GRPOTrainer keeps groups whose rewards tie (it logs their share as "
+                        "frac_reward_zero_std); the bridge refuses --dynamic_sampling",
     "gold": "rlhf_nb's own extra measure (objective/gold_scores); TRL logs only its reward functions",
     **_RUN_UNMAPPED,
     "advantage=gae": "TRL 1.16 has no PPO (deleted in TRL PR 7020); PPO with a value head is rlhf_nb's own train.py",
@@ -195,6 +202,12 @@ def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: in
         raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
     if cfg.num_generations < 2:
         raise ValueError(f"--num_generations must be >= 2 for TRL's {algo} (a group baseline), got {cfg.num_generations}")
+    if cfg.dynamic_sampling:
+        raise ValueError("--dynamic_sampling: TRL 1.16's trainers keep groups whose rewards tie (no filter); drop it "
+                         "to run in TRL")
+    if algo == "rloo" and cfg.loss_type != "bnpo":
+        raise ValueError(f"--loss_type {cfg.loss_type}: TRL's RLOO clips one ratio per sequence and averages over "
+                         f"sequences, with no loss_type; keep the default (bnpo) with --algo rloo")
     if algo == "rloo" and cfg.ent_coef != 0:
         raise ValueError(f"--ent_coef must be 0 with --algo rloo: RLOOConfig has no entropy bonus, got {cfg.ent_coef}")
     ws = world_size or _world_size()
@@ -242,8 +255,11 @@ def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: in
         log_completions=False,
         dataloader_num_workers=0,
     )
+    if cfg.clip_range_high is not None:
+        kw["epsilon_high"] = cfg.clip_range_high
     if algo == "grpo":
-        kw.update(scale_rewards="group", loss_type="bnpo", entropy_coef=cfg.ent_coef)
+        kw.update(scale_rewards=cfg.scale_rewards, loss_type=cfg.loss_type, entropy_coef=cfg.ent_coef,
+                  use_bias_correction_kl=cfg.kl_loss_ratio)
     else:
         kw.update(normalize_advantages=True)  # = rlhf_nb group_advantages(method="rloo", scale=True)
     return kw
@@ -322,11 +338,18 @@ def positions_from_mask(model) -> None:
 
     TRL 1.16 scores completions with `model(input_ids, attention_mask)` and no position_ids; GPT-2 then numbers a
     left-padded row's tokens from the first pad, not from its first real token, so the log-probs it trains on
-    disagree with the ones it sampled from (difference 10 in docs/trl_bridge.md). rlhf_nb always passes them."""
+    disagree with the ones it sampled from (difference 10 in docs/trl_bridge.md). rlhf_nb always passes them.
+
+    The wrapper keeps the original signature (functools.wraps): `generate` builds mask-derived position_ids only
+    for a forward whose signature names `position_ids`, and passes a KV cache from its first call, so a bare
+    (*args, **kwargs) wrapper would make it sample at shifted positions while training scores at the right ones."""
+    import functools
+
     from ..policy import position_ids_from_mask
 
     orig = model.forward
 
+    @functools.wraps(orig)
     def forward(*args, **kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
@@ -443,29 +466,43 @@ def mapped_values(cfg: RunConfig, trainer) -> dict[str, tuple[Any, Any]]:
         "top_p": (cfg.top_p, a.top_p),
         "kl_coef": (cfg.kl_coef, trainer.beta),
         "clip_range": (cfg.clip_range, trainer.epsilon_low),
+        "clip_range_high": (cfg.clip_range if cfg.clip_range_high is None else cfg.clip_range_high,
+                            trainer.epsilon_high),
         "learning_rate": (cfg.learning_rate, a.learning_rate),
         "adam_eps": (cfg.adam_eps, a.adam_epsilon),
         "max_grad_norm": (cfg.max_grad_norm, a.max_grad_norm),
     }
-    if hasattr(a, "entropy_coef"):
+    if hasattr(a, "entropy_coef"):  # GRPO's own knobs
         pairs["ent_coef"] = (cfg.ent_coef, a.entropy_coef)
+        pairs["loss_type"] = (cfg.loss_type, trainer.loss_type)
+        pairs["scale_rewards"] = (cfg.scale_rewards, trainer.scale_rewards)
+        pairs["kl_loss_ratio"] = (cfg.kl_loss_ratio, a.use_bias_correction_kl)
     return pairs
 
 
 # ---- the two systems' histories in one shape (lesson 07 and `make bench` compare them) ----
 
 def ours_rows(history: list[dict[str, float]], cfg: RunConfig) -> list[dict[str, float]]:
-    """rlhf_nb's train() history as benchmark rows: step, reward, kl, kl_seq, step_s, elapsed_s, tokens."""
+    """rlhf_nb's train() history as benchmark rows: step, reward, kl, kl_seq, step_s, elapsed_s, tokens, plus the
+    like-for-like KL columns: kl_k1_seq (Σ_t k1 per sequence of the rollout: `objective/kl`) and, with --kl_in_loss,
+    kl_k3_seq (TRL's logged quantity on our rollout: `loss/kl`, a token mean of ratio·k3, times the mean length)."""
     n = cfg.batch_size * cfg.num_generations
     return [{"step": h["step"], "reward": h["objective/scores"], "kl": h["objective/kl"], "kl_seq": h["objective/kl"],
+             "kl_k1_seq": h["objective/kl"],
+             **({"kl_k3_seq": h["loss/kl"] * h["rollout/completion_len"]} if "loss/kl" in h else {}),
              "step_s": h["time/step_s"], "elapsed_s": h["time/elapsed_s"], "tokens": h["rollout/completion_len"] * n}
             for h in history]
 
 
-def trl_rows(timer, cfg: RunConfig) -> list[dict[str, float]]:
-    """A StepTimer's TRL logs as benchmark rows, one per rollout (= ppo_epochs*num_minibatches TRL global steps)."""
+def trl_rows(timer, cfg: RunConfig, probe: LogProbProbe | None = None) -> list[dict[str, float]]:
+    """A StepTimer's TRL logs as benchmark rows, one per rollout (= ppo_epochs*num_minibatches TRL global steps).
+
+    kl and kl_seq are TRL's own: its logged token mean of [ratio·]k3, and that times the mean length; kl_k3_seq is
+    kl_seq under its like-for-like name. With a LogProbProbe, kl_k1_seq is rlhf_nb's estimator on TRL's rollout
+    (Σ_t k1 per sequence under the policy that sampled it), the same quantity as ours_rows' kl_k1_seq."""
     per = cfg.ppo_epochs * cfg.num_minibatches  # TRL optimizer steps per rollout
     n = cfg.batch_size * cfg.num_generations
+    k1 = probe.rollout_kl("k1") if probe is not None else {}
     rows = []
     for r in range(len(timer.step_s) // per):
         logs = [log for log in timer.logs if r * per < log["global_step"] <= (r + 1) * per]
@@ -474,7 +511,9 @@ def trl_rows(timer, cfg: RunConfig) -> list[dict[str, float]]:
             break
         kl = statistics.fmean(log.get("kl", 0.0) for log in logs)  # token mean of [ratio·]k3, over the update
         length = gen["completions/mean_length"]
-        rows.append({"step": r + 1, "reward": gen["reward"], "kl": kl, "kl_seq": kl * length,
+        first = r * per + 1  # the rollout's first optimizer step: its samples, scored by the policy that drew them
+        rows.append({"step": r + 1, "reward": gen["reward"], "kl": kl, "kl_seq": kl * length, "kl_k3_seq": kl * length,
+                     **({"kl_k1_seq": k1[first]} if first in k1 else {}),
                      "step_s": sum(timer.step_s[r * per:(r + 1) * per]), "elapsed_s": logs[-1]["elapsed_s"],
                      "tokens": length * n})
     return rows
@@ -486,6 +525,304 @@ def quiet_trainer(trainer):
 
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+# ---- one ruler for both systems: per-token log-probs, both KL estimators, TRL's own source (lesson 07) ----
+
+def per_sequence_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """(B,) Σ_t kl_t over each sequence's completion tokens, kl_t = k1 (log π − log ρ) or k3 (e^{log ρ − log π} −
+    (log ρ − log π) − 1). On the policy's own samples both sums are unbiased for the sequence's KL(π‖ρ)."""
+    from ..kl import kl_estimate
+
+    return (kl_estimate(logp, ref_logp, estimator) * mask.float()).sum(1)
+
+
+def trl_logged_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                  logp_old: torch.Tensor | None = None) -> float:
+    """TRL GRPO's logged `kl` for one loss: the masked token mean of ratio·k3, ratio = π_θ/π_old (1 on-policy, where
+    TRL passes no old log-probs). It is rlhf_nb's `ppo.kl_penalty_loss`, the term `--kl_in_loss` adds to the loss."""
+    from ..ppo import kl_penalty_loss
+
+    return float(kl_penalty_loss(logp, logp if logp_old is None else logp_old, ref_logp, mask.float()))
+
+
+class LogProbProbe:
+    """Record the per-token tensors behind every loss TRL's GRPOTrainer computes (one per optimizer step here).
+
+    Wraps the trainer's `_compute_loss` (and, while it runs, `_get_per_token_logps_and_entropies`) and the policy's
+    `generate`. `records` gets one dict per loss, (B, T) CPU tensors over the completion tokens:
+      step (the optimizer step), prompt_ids, prompt_mask, completion_ids, mask,
+      logp: TRL's training forward, log π_θ; logp_old: TRL's old log-probs (None on-policy: the ratio is 1);
+      ref_logp: TRL's reference forward; kl_logged: the number TRL appended to its `kl` metric for this loss;
+      logp_sampled: log-prob under the distribution `generate` drew the token from (sampling=True);
+      kit_logp, kit_ref_logp: rlhf_nb's `forward_tokens` on the same ids and weights (kit=True).
+    """
+
+    def __init__(self, trainer, kit: bool = True, sampling: bool = True):
+        self.trainer, self.kit, self.records = trainer, kit, []
+        self._sampled: dict[tuple, list[float]] = {}
+        self._first_pass: dict[tuple, torch.Tensor] = {}
+        self._loss = trainer._compute_loss
+        self._logps = trainer._get_per_token_logps_and_entropies
+        trainer._compute_loss = self._compute_loss
+        if sampling:
+            self._generate = trainer.model.generate
+            trainer.model.generate = self._record_generate
+
+    def _record_generate(self, *args, **kwargs):
+        out = self._generate(*args, **{**kwargs, "return_dict_in_generate": True, "output_scores": True})
+        ids, attn = kwargs["input_ids"], kwargs["attention_mask"]
+        new = out.sequences[:, ids.size(1):]  # (B, T) sampled tokens
+        logp = torch.stack(out.scores, 1).float().log_softmax(-1)  # (B, T, V): the distribution each draw used
+        picked = logp[:, :new.size(1)].gather(-1, new[..., None]).squeeze(-1).cpu()
+        eos = set(self.trainer.eos_token_ids)
+        for b in range(new.size(0)):
+            toks = new[b].tolist()
+            n = next((i + 1 for i, t in enumerate(toks) if t in eos), len(toks))  # TRL keeps the first EOS
+            self._sampled[(tuple(ids[b][attn[b].bool()].tolist()), tuple(toks[:n]))] = picked[b, :n].tolist()
+        return out.sequences
+
+    def _compute_loss(self, model, inputs):
+        from ..policy import forward_tokens
+
+        tr, seen = self.trainer, {}
+
+        def logps(*args, **kwargs):
+            out = self._logps(*args, **kwargs)
+            seen.setdefault("logp", out[0].detach())  # the first call scores the policy
+            return out
+
+        tr._get_per_token_logps_and_entropies = logps
+        try:
+            loss = self._loss(model, inputs)
+        finally:
+            tr._get_per_token_logps_and_entropies = self._logps
+        mode = "train" if tr.model.training else "eval"
+        old = inputs.get("old_per_token_logps")
+        pid, pmask, cid, mask = (inputs[k].detach().cpu() for k in ("prompt_ids", "prompt_mask", "completion_ids",
+                                                                       "completion_mask"))
+        rec = {"step": tr.state.global_step + 1, "prompt_ids": pid, "prompt_mask": pmask, "completion_ids": cid,
+               "mask": mask, "logp": seen["logp"].cpu(), "logp_old": None if old is None else old.detach().cpu(),
+               "ref_logp": inputs["ref_per_token_logps"].detach().cpu() if tr.beta != 0.0 else None,
+               "kl_logged": tr._metrics[mode]["kl"][-1] if tr.beta != 0.0 else None}
+        if self._sampled:
+            rows = [self._sampled.get((tuple(p[m.bool()].tolist()), tuple(c[k.bool()].tolist())))
+                    for p, m, c, k in zip(pid, pmask, cid, mask)]
+            rec["logp_sampled"] = torch.tensor([(r or []) + [0.0] * (cid.size(1) - len(r or [])) for r in rows])
+        if self.kit:
+            ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+            attn = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+            args = (ids, attn, inputs["prompt_ids"].size(1), tr.temperature)
+            with torch.no_grad():
+                rec["kit_logp"] = (forward_tokens(tr.model, *args, entropy=False)[0] * mask).cpu()
+                if tr.ref_model is not None:
+                    rec["kit_ref_logp"] = (forward_tokens(tr.ref_model, *args, entropy=False)[0] * mask).cpu()
+            # log π_old: our log-probs of this batch at its first pass, under the weights that sampled it
+            key = (tuple(pid.shape), pid.numpy().tobytes(), tuple(cid.shape), cid.numpy().tobytes())
+            rec["kit_logp_old"] = self._first_pass.setdefault(key, rec["kit_logp"])
+        self.records.append(rec)
+        return loss
+
+    def kit_batches(self) -> list[dict[str, Any]]:
+        """Each recorded batch as rlhf_nb sees it: {step, logp, logp_old, ref_logp, mask} from rlhf_nb's forward (the
+        inputs of lesson 07's exercise) and kl_logged, the number TRL logged for it."""
+        return [{"step": r["step"], "logp": r["kit_logp"], "logp_old": r["kit_logp_old"], "ref_logp": r["kit_ref_logp"],
+                 "mask": r["mask"].float(), "kl_logged": r["kl_logged"]} for r in self.records]
+
+    def agreement(self) -> dict[str, float]:
+        """The largest disagreement over every recorded loss: TRL's logged kl against trl_logged_kl of TRL's own
+        per-token tensors and of rlhf_nb's forward on the same ids; rlhf_nb's log π against TRL's; and the log-prob
+        each token was sampled with against the one TRL trains on (0 when sampler and scorer are one distribution)."""
+        recs, out = self.records, {}
+        out["kl: TRL's logged vs recomputed from TRL's log-probs"] = max(
+            abs(trl_logged_kl(r["logp"], r["ref_logp"], r["mask"], r["logp_old"]) - r["kl_logged"]) for r in recs)
+        if "kit_logp" in recs[0]:
+            out["kl: TRL's logged vs recomputed from rlhf_nb's log-probs"] = max(
+                abs(trl_logged_kl(b["logp"], b["ref_logp"], b["mask"], b["logp_old"]) - b["kl_logged"])
+                for b in self.kit_batches())
+            out["log π: rlhf_nb's forward vs TRL's"] = max(
+                float(((r["kit_logp"] - r["logp"]) * r["mask"]).abs().max()) for r in recs)
+        if "logp_sampled" in recs[0]:
+            out["log π: at sampling (generate) vs in training"] = max(
+                float(((r["logp_sampled"] - (r["logp"] if r["logp_old"] is None else r["logp_old"])) * r["mask"])
+                      .abs().max()) for r in recs)
+        return out
+
+    def rollout_kl(self, estimator: str = "k1") -> dict[int, float]:
+        """{optimizer step: mean over the batch of Σ_t kl_t} on the rollout, under the policy that sampled it
+        (log π_old; on-policy that is log π_θ): rlhf_nb's `objective/kl` for estimator k1, measured on TRL's samples."""
+        return {r["step"]: float(per_sequence_kl(r["logp"] if r["logp_old"] is None else r["logp_old"],
+                                                 r["ref_logp"], r["mask"], estimator).mean()) for r in self.records}
+
+
+def top_k3_tokens(records: list[dict], tokenizer, n: int = 8) -> list[dict[str, Any]]:
+    """The n completion tokens with the largest ratio·k3 term in TRL's logged `kl`, over LogProbProbe records: where
+    the token sits, log π (TRL's training forward), log π at sampling (if recorded), log ρ, k3, and its share of that
+    step's logged kl (k3 / (tokens in the batch · kl))."""
+    from ..kl import kl_k3
+
+    rows = []
+    for r in records:
+        old = r["logp"] if r["logp_old"] is None else r["logp_old"]
+        term = kl_k3(r["logp"], r["ref_logp"]) * torch.exp(r["logp"] - old) * r["mask"]
+        total = float(term.sum())
+        for b, t in (term > 0).nonzero().tolist():
+            rows.append((float(term[b, t]), r, b, t, total))
+    rows.sort(key=lambda x: -x[0])
+    out = []
+    for value, r, b, t, total in rows[:n]:
+        prompt = tokenizer.decode(r["prompt_ids"][b][r["prompt_mask"][b].bool()])
+        out.append({"step": r["step"], "text": prompt + "|" + tokenizer.decode(r["completion_ids"][b][:t]),
+                    "token": tokenizer.decode(r["completion_ids"][b][t:t + 1]), "log π": float(r["logp"][b, t]),
+                    **({"log π at sampling": float(r["logp_sampled"][b, t])} if "logp_sampled" in r else {}),
+                    "log ρ": float(r["ref_logp"][b, t]), "k3": value, "share of step's kl": value / total})
+    return out
+
+
+def measure_kl(policy, ref, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """One completion per prompt sampled from `policy` (rlhf_nb's sampler: any causal LM, an rlhf_nb policy or a TRL
+    trainer's model), scored by it and by `ref` with rlhf_nb's forward: {"k1": (B,) Σ_t k1, "k3": (B,) Σ_t k3,
+    "length": (B,) tokens}. One function, so both systems' policies are measured with the same ruler."""
+    from ..policy import forward_tokens, sample
+
+    with torch.no_grad():
+        ro = sample(policy, tokenizer, list(prompts), max_new_tokens, temperature, generator=generator)
+        args = (ro.query_responses, ro.attention_mask, ro.context_length, temperature)
+        logp, ref_logp = (forward_tokens(m, *args, entropy=False)[0] for m in (policy, ref))
+    mask = ro.completion_mask.float()
+    return {"k1": per_sequence_kl(logp, ref_logp, mask, "k1"), "k3": per_sequence_kl(logp, ref_logp, mask, "k3"),
+            "length": mask.sum(1)}
+
+
+def source_lines(obj, *patterns: str) -> list[str]:
+    """The lines of `obj`'s source (a class, function or method of the installed TRL or transformers) that contain
+    any of `patterns`, as 'package/path.py:line  text', so a claim about the library can be checked where it runs."""
+    import inspect
+
+    lines, start = inspect.getsourcelines(inspect.unwrap(obj))
+    path = Path(inspect.getsourcefile(inspect.unwrap(obj)))
+    root = next((p for p in path.parents if p.name in ("site-packages", "dist-packages")), path.parents[1])
+    rel = path.relative_to(root).as_posix()
+    return [f"{rel}:{start + i}  {line.strip()}" for i, line in enumerate(lines) if any(p in line for p in patterns)]
+
+
+def config_defaults(config_cls, names: list[str]) -> dict[str, Any]:
+    """{field: value} of a config (e.g. trl.GRPOConfig) built with no arguments but an output folder and use_cpu=True
+    (without it, the bf16 default is refused on a machine with no GPU): the installed version's defaults after its
+    __post_init__ (GRPOConfig declares bf16=None and turns it into True there)."""
+    import warnings
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers 5.2x: gradient_checkpointing's rename
+        cfg = config_cls(output_dir=d, use_cpu=True)
+        return {n: getattr(getattr(cfg, n), "value", getattr(cfg, n)) for n in names}  # enums as their plain value
+
+
+# Claims lesson 07 and docs/trl_bridge.md make about TRL (and the transformers it runs on), each with the function it
+# can be checked in and the source fragments that show it; tests/test_trl_bridge.py fails if a fragment is missing.
+TRL_FACTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("GRPO's KL term is k3 = e^(log ρ − log π) − (log ρ − log π) − 1 per token, times the ratio π_θ/π_old by default",
+     "trl.GRPOTrainer._compute_loss",
+     ("torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1",
+      "if self.args.use_bias_correction_kl:", "per_token_kl = per_token_kl * coef_1")),
+    ("it is added to the loss per token, weighted by β (not to the reward)", "trl.GRPOTrainer._compute_loss",
+     ("per_token_loss = per_token_loss + self.beta * per_token_kl",)),
+    ("loss_type='bnpo' is one token mean over the batch; 'grpo' a token mean per sequence, then a mean over sequences",
+     "trl.GRPOTrainer._compute_loss",
+     ('elif self.loss_type == "bnpo":', "loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)",
+      "loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()")),
+    ("the logged `kl` is the token mean of that ratio·k3 over the batch, without β", "trl.GRPOTrainer._compute_loss",
+     ("local_sum, local_count = (x * mask).sum(), mask.sum().float()", 'self._metrics[mode]["kl"].append(')),
+    ("the group advantage is (r − group mean) / (group std + 1e-4), unbiased std",
+     "trl.GRPOTrainer._generate_and_score_completions",
+     ("std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)", "advantages = advantages / (std_rewards + 1e-4)")),
+    ("the training forward passes no position_ids", "trl.GRPOTrainer._get_per_token_logps_and_entropies",
+     ('model_inputs = {"input_ids": input_ids_batch, "attention_mask": attention_mask_batch}',)),
+    ("generate() makes mask-derived position_ids only for a forward whose signature names them",
+     "transformers.generation.utils.GenerationMixin.generate",
+     ('accepts_position_ids = "position_ids" in set(inspect.signature(self.forward).parameters.keys())',
+      'model_kwargs["position_ids"] = self._prepare_position_ids_for_generation(')),
+    ("prompts are drawn without replacement: a shuffled permutation, each index repeated num_generations times",
+     "trl.trainer.utils.RepeatSampler.__iter__",
+     ("indexes = torch.randperm(self.num_samples, generator=self.generator).tolist()",
+      "for _ in range(self.mini_repeat_count):")),
+    ("RLOO subtracts β·Σ_t k1 from the reward, with k1 under the sampling policy",
+     "trl.RLOOTrainer._generate_and_score_completions",
+     ("per_token_kl = old_per_token_logps - ref_per_token_logps", "rewards = rewards - self.beta * kl")),
+    ("RLOO clips one ratio per sequence, exp(Σ_t log π_θ − Σ_t log π_old)", "trl.RLOOTrainer._compute_loss",
+     ("logps = (per_token_logps * completion_mask).sum(1)", "coef_1 = torch.exp(log_ratio)",
+      "per_sequence_loss = -torch.min(per_sequence_loss1, per_sequence_loss2)")),
+)
+
+
+def format_evidence(rows: list[dict[str, str]]) -> str:
+    """trl_evidence() rows as text: each claim once, then 'file:line  source' for each fragment that shows it."""
+    out, last = [], None
+    for r in rows:
+        if r["claim"] != last:
+            out.append(f"• {r['claim']}  [{r['function']}]")
+            last = r["claim"]
+        out.append(f"    {r['file:line']}  {r['source']}")
+    return "\n".join(out)
+
+
+def comparison_table(runs: dict[str, list[list[dict]]], final: dict[str, list[dict]] | None = None,
+                     last_reward: int = 5, last_kl: int = 10):
+    """One number per seed, then its mean, min and max over the seeds (a pandas DataFrame: rows (quantity, stat),
+    one column per system). runs: {label: one list of ours_rows/trl_rows per seed}; final: {label: one measure_kl
+    result per seed}. A quantity a system lacks (kl_k3_seq for PPO) is NaN."""
+    import math
+
+    import pandas as pd
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    table = {}
+    for label, seeds in runs.items():
+        per_seed = {
+            f"reward, last {last_reward} steps": [mean([r["reward"] for r in rows[-last_reward:]]) for rows in seeds],
+            f"Σk1 per sequence, rollouts of the last {last_kl} steps": [
+                mean([r["kl_k1_seq"] for r in rows[-last_kl:]]) for rows in seeds],
+            f"Σk3 per sequence, rollouts of the last {last_kl} steps": [
+                mean([r.get("kl_k3_seq", math.nan) for r in rows[-last_kl:]]) for rows in seeds],
+        }
+        for est in ("k1", "k3"):
+            if final and label in final:
+                per_seed[f"Σ{est} per sequence, final policy's samples"] = [float(m[est].mean()) for m in final[label]]
+        table[label] = {(q, stat): fn(v) for q, v in per_seed.items()
+                        for stat, fn in (("mean", mean), ("min", min), ("max", max))}
+    return pd.DataFrame(table)
+
+
+def _resolve(dotted: str):
+    """The object a dotted path names: the longest importable module prefix, then attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(f"cannot import any prefix of {dotted!r}")
+
+
+def trl_evidence(facts=TRL_FACTS) -> list[dict[str, str]]:
+    """For each fact: the claim, where it lives (function and 'file:line') and the source line that shows it, read
+    from the installed packages; a fragment that is no longer there shows as 'NOT FOUND'."""
+    rows = []
+    for claim, where, fragments in facts:
+        found = source_lines(_resolve(where), *fragments)
+        for frag in fragments:
+            hit = next((line for line in found if frag in line), None)
+            loc, _, text = hit.partition("  ") if hit else ("NOT FOUND", "", frag)
+            rows.append({"claim": claim, "function": where, "file:line": loc, "source": text.strip()})
+    return rows
 
 
 # ================================================================ DPO: TRL's DPOTrainer from a DPOConfig and pairs
