@@ -32,10 +32,10 @@ from .masking import masked_mean  # noqa: E402
 from .policy import (PolicyWithValue, Rollout, check_fits_context, forward_tokens, load_policy,  # noqa: E402
                      make_reference, pick_device, sample)
 from .ppo import PPOBatch, explained_variance, kl_penalty_loss, ppo_update, rollout_forward  # noqa: E402
-from .rewards import reward_for  # noqa: E402
 from .runlog import StageTimer  # noqa: E402
 from .schedule import lr_factor, set_learning_rate  # noqa: E402
 from .seeding import seed_everything  # noqa: E402
+from .tasks import task_parts  # noqa: E402
 
 
 @dataclass
@@ -54,10 +54,11 @@ class TrainState:
     prompts: list[str] = field(default_factory=lambda: list(PROMPTS))
     step: int = 0
     gold_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None  # logged only, never optimised
-    # the parts lesson 10's faults swap for broken ones (rlhf_nb.faults); by default, the real ones
+    # the parts a lesson swaps (10's faults for broken ones, 05's probe for a recording one); by default the real ones
     sampler: Callable[..., Rollout] = sample
     forward: Callable = forward_tokens
     kl_loss: Callable = kl_penalty_loss
+    ppo_update: Callable[..., dict[str, float]] = ppo_update
 
     @property
     def total_steps(self) -> int:
@@ -68,11 +69,11 @@ def setup(cfg: RunConfig) -> TrainState:
     """Validate, seed, load policy + frozen reference + reward, build the optimizer. Fails before any training."""
     cfg.validate()
     device = pick_device(cfg.device)
-    check_fits_context(cfg.model, cfg.max_new_tokens)
-    reward_fn = reward_for(cfg.reward, cfg.reward_model)
+    model, prompts, reward_fn = task_parts(cfg)  # --task: the model, prompts and reward (rlhf_nb.tasks)
+    check_fits_context(model, cfg.max_new_tokens)
     gold_fn = get_gold(cfg.gold, cfg.reward)
     seed_everything(cfg.seed, threads=cfg.threads)
-    lm, tokenizer = load_policy(cfg.model, device)
+    lm, tokenizer = load_policy(model, device)
     ref = make_reference(lm)
     policy = PolicyWithValue(lm).to(device)
     policy.eval()  # dropout stays off in RL: rollout and update must see the same log-probs
@@ -84,7 +85,7 @@ def setup(cfg: RunConfig) -> TrainState:
         g = torch.Generator(device=device if name == "sample" else "cpu")
         g.manual_seed(cfg.seed * 1000 + i)
         gens[name] = g
-    return TrainState(cfg, policy, ref, tokenizer, optimizer, reward_fn, kl_ctl, gens, device, gold_fn=gold_fn)
+    return TrainState(cfg, policy, ref, tokenizer, optimizer, reward_fn, kl_ctl, gens, device, prompts, gold_fn=gold_fn)
 
 
 def next_prompts(state: TrainState) -> list[str]:
@@ -132,7 +133,8 @@ def ppo_step(state: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     else:
         seq_reward = rewards.sum(1)  # = score - beta * sum_t kl_t
         scale = cfg.scale_rewards if cfg.advantage == "grpo" else True
-        advantages = group_advantages(seq_reward, cfg.num_generations, cfg.advantage, scale)[:, None] * mask
+        seq_adv = group_advantages(seq_reward, cfg.num_generations, cfg.advantage, scale)  # (B,)
+        advantages = seq_adv[:, None] * mask
         returns = None
         tied = tied_groups(scores, cfg.num_generations)  # (B,) groups whose scores all tie
     # DAPO's dynamic sampling, as a filter: tied groups leave the loss (and its denominator), not the logged metrics
@@ -143,8 +145,8 @@ def ppo_step(state: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     set_learning_rate(state.optimizer, lr_factor(state.step, cfg))  # this step's rate (--lr_warmup_steps, --lr_decay)
     batch = PPOBatch(ids, attn, P, loss_mask, logp_old, advantages, values_old=values if returns is not None else None,
                      returns=returns, ref_logp=ref_logp)
-    upd = ppo_update(state.policy, state.optimizer, batch, cfg, state.generators["minibatch"], graph,
-                     kl_coef_loss=beta if cfg.kl_in_loss else 0.0, forward=state.forward, kl_loss=state.kl_loss)
+    upd = state.ppo_update(state.policy, state.optimizer, batch, cfg, state.generators["minibatch"], graph,
+                           kl_coef_loss=beta if cfg.kl_in_loss else 0.0, forward=state.forward, kl_loss=state.kl_loss)
     timer.lap("update")
 
     # 7. adapt beta toward the target KL (a no-op for the fixed controller)
@@ -156,6 +158,10 @@ def ppo_step(state: TrainState) -> tuple[dict[str, float], dict[str, Any]]:
     metrics = step_metrics(StepStats(ro, batch, scores, seq_kl, rewards, non_score_reward, entropy, beta, upd, timer))
     if cfg.advantage != "gae":
         metrics["rollout/zero_std_frac"] = float(tied.float().mean())
+        # Dr. GRPO's length bias is about the sign of the advantage: the mean length of each side (nan: none that side)
+        lens = mask.sum(1)
+        for side, sel in (("pos", seq_adv > 0), ("neg", seq_adv < 0)):
+            metrics[f"rollout/completion_len_{side}_adv"] = float(lens[sel].mean()) if sel.any() else float("nan")
     if gold is not None:
         metrics["objective/gold_scores"] = float(gold.mean())
     k = min(cfg.log_samples, len(ro.prompts))

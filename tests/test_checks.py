@@ -157,3 +157,21 @@ def test_explained_variance(capsys):
     verdict(capsys, True)
     assert not checks.check_explained_variance(lambda v, r, m: 1 - float(((r - v) * m).var() / (r * m).var()))
     verdict(capsys, False, "expected")
+
+
+def test_adam_first_update(capsys):
+    assert checks.check_adam_first_update(lambda g, lr, eps: -lr * g / (g.abs() + eps))
+    verdict(capsys, True, "whatever its gradient")
+    wrong = {
+        "plain gradient descent": lambda g, lr, eps: -lr * g,
+        "minus sign": lambda g, lr, eps: lr * g / (g.abs() + eps),
+        "ε is missing": lambda g, lr, eps: -lr * torch.sign(g),
+        "bias correction": lambda g, lr, eps: -lr * 0.1 * g / ((0.001 * g * g).sqrt() + eps),
+        "m̂ = g and √v̂ = |g|": lambda g, lr, eps: -lr * g / (g.abs() + 2 * eps),
+        "shape": lambda g, lr, eps: torch.zeros(3),
+    }
+    for reason, fn in wrong.items():
+        assert not checks.check_adam_first_update(fn)
+        verdict(capsys, False, reason)
+    assert checks.check_adam_first_update(not_implemented) is False
+    assert capsys.readouterr().out.startswith(checks.TODO)

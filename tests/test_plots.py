@@ -71,6 +71,20 @@ def test_clipped_objective_is_flat_where_clipped():
     assert abs(y[0] + 0.8) < 1e-9 and abs(y[-1] + x[-1]) < 1e-9  # A < 0: floored at −(1 − ε), linear above
 
 
+def test_ratio_steps_adam_moves_and_update_k3():
+    import torch
+
+    spread = [{"before": torch.ones(5), "after": torch.tensor([0.9, 1.0, 1.0, 1.1, 1.3])}] * 3
+    fig = plots.plot_ratio_steps(spread, clip_range=0.2)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"] and len(ax.patches) == 6  # 2 boxes a step
+    rows = [{"|g|": g, "|Δw|/lr: median": g / (g + 1e-5), "p10": 0.0, "p90": 1.0} for g in (1e-7, 1e-5, 1e-3)]
+    fig = plots.plot_adam_moves({"Adam step 1": rows}, eps=1e-5)
+    assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].collections) == 1  # the 10–90 % band
+    fig = plots.plot_update_k3({"seed 0": {1: [1e-3, 2e-3], 2: [1e-4, 1e-3]}, "seed 1": {1: [1e-3, 3e-3]}})
+    assert titles(fig) == ["seed 0", "seed 1"] and len(fig.axes[0].get_lines()) == 2
+
+
 def test_plot_history_unchanged():
     fig = plots.plot_history([{"step": 0, "objective/scores": 0.1, "objective/kl": 0.0, "policy/entropy": 3.0},
                               {"step": 1, "objective/scores": 0.2, "objective/kl": 0.1, "policy/entropy": 2.9}])

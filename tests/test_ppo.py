@@ -125,3 +125,52 @@ def test_clip_range_validation():
         policy_loss(x, x, x, torch.ones(1, 2), clip_range=0.0)
     with pytest.raises(ValueError, match="clip_range_value"):
         value_loss(x, x, x, torch.ones(1, 2), clip_range_value=-1.0)
+
+
+class _Toy(torch.nn.Module):
+    """A 'policy' with one logit and one value per (row, token): row r's log-probs are logsigmoid(logit[r])."""
+
+    def __init__(self, B: int, T: int):
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.zeros(B, T))
+        self.v = torch.nn.Parameter(torch.zeros(B, T))
+
+
+def _toy_forward(policy, ids, attn, context_length, temperature, entropy=True):
+    rows = ids[:, 0]  # column 0 holds the row's index
+    return torch.nn.functional.logsigmoid(policy.logit[rows]), None, policy.v[rows]
+
+
+def _toy_update(on_minibatch=None):
+    from rlhf_nb.config import RunConfig
+    from rlhf_nb.ppo import PPOBatch, ppo_update
+
+    B, T = 4, 3
+    g = torch.Generator().manual_seed(0)
+    ids = torch.cat([torch.arange(B)[:, None], torch.zeros(B, T, dtype=torch.long)], 1)
+    batch = PPOBatch(ids, torch.ones_like(ids), 1, torch.ones(B, T), torch.full((B, T), math.log(0.5)),
+                     torch.randn(B, T, generator=g), values_old=torch.zeros(B, T), returns=torch.randn(B, T, generator=g))
+    cfg = RunConfig(batch_size=B, ppo_epochs=3, num_minibatches=2, progress=False)
+    policy = _Toy(B, T)
+    opt = torch.optim.Adam(policy.parameters(), lr=0.1)
+    out = ppo_update(policy, opt, batch, cfg, torch.Generator().manual_seed(1), forward=_toy_forward,
+                     on_minibatch=on_minibatch)
+    return out, policy, batch
+
+
+def test_ppo_update_on_minibatch_hook_sees_every_optimizer_step_and_changes_nothing():
+    seen = []
+    out, policy, batch = _toy_update(seen.append)
+    plain, plain_policy, _ = _toy_update()
+    assert out == plain and torch.equal(policy.logit, plain_policy.logit) and torch.equal(policy.v, plain_policy.v)
+    assert [(s["epoch"], s["minibatch"]) for s in seen] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    for epoch in range(3):  # each epoch's minibatches split the batch's rows
+        rows = torch.cat([s["rows"] for s in seen if s["epoch"] == epoch])
+        assert sorted(rows.tolist()) == [0, 1, 2, 3]
+    first = seen[0]
+    assert first["batch"] is batch and not first["logp"].requires_grad and not first["values"].requires_grad
+    assert torch.equal(first["logp"], batch.logp_old[first["rows"]])  # the first step sees ratio 1 exactly
+    assert first["stats"]["policy/approx_kl"] == 0.0
+    assert not torch.equal(seen[2]["logp"], batch.logp_old[seen[2]["rows"]])  # epoch 2 sees epoch 1's moves
+    for key, value in out.items():  # ppo_update returns the mean of what the hook saw
+        assert value == pytest.approx(sum(s["stats"][key] for s in seen) / len(seen), abs=1e-12)

@@ -75,6 +75,38 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# ------------------------------------------------------------------ lesson 00: the smoke run
+
+@_checker("what the KL penalty cost")
+def check_kl_cost(answer: float, history: Sequence[dict], kl_coef: float, last: int = 5) -> tuple[bool, str]:
+    """answer: how much score per completion the KL penalty took, on average over the run's last `last` steps:
+    β · mean KL = mean (objective/scores − objective/rlhf_reward)."""
+    if answer is None:
+        raise _NotAttempted
+    tail = list(history)[-last:]
+    mean = lambda key: sum(float(r[key]) for r in tail) / len(tail)  # noqa: E731
+    kl, score, kept = mean("objective/kl"), mean("objective/scores"), mean("objective/rlhf_reward")
+    want, a = kl_coef * kl, float(answer)
+    close = lambda x: math.isclose(a, x, rel_tol=0.01, abs_tol=5e-4)  # noqa: E731 (2 printed digits of the KL)
+    if close(want):
+        share = f" ({want / score:.0%} of it)" if score > 0 else ""
+        return True, (f"β · KL = {kl_coef:g} × {kl:.2f} = {want:.3f} of the score {score:.3f} per completion{share}; "
+                      f"what is left, score − β·KL = {kept:.3f}, is objective/rlhf_reward")
+    hint = ""
+    if close(kl):
+        hint = f"that is the KL itself, in nats; the penalty is in score units: multiply it by β = {kl_coef:g}"
+    elif close(kl_coef * float(tail[-1]["objective/kl"])):
+        hint = f"that is the last step alone; average β·KL over the last {last} steps"
+    elif close(-want):
+        hint = "the penalty is subtracted from the score; give what it took away, a positive number"
+    elif close(kept):
+        hint = "that is what the completions kept after the penalty (objective/rlhf_reward), not what it took"
+    elif close(score):
+        hint = "that is the score itself; the penalty is the gap between the score and objective/rlhf_reward"
+    why = f"you said {a:.4f}; β · (mean KL over the last {last} steps) = {kl_coef:g} × {kl:.4f} = {want:.4f}"
+    return False, why + (f" — {hint}" if hint else "")
+
+
 # ------------------------------------------------------------------ lesson 01: policy sampling
 
 @_checker("temperature softmax")
@@ -176,6 +208,40 @@ def _gae_inputs():
     return rewards, values, mask
 
 
+def _gae_variant(rewards, values, mask, gamma, lam, gamma_in_delta=True, gamma_in_trace=True,
+                 v_after_end_zero=True):
+    """GAE with one of the usual slips switched on, to recognise it in a learner's answer: γ left out of δ_t
+    (r_t + V_{t+1} − V_t) or of the trace (δ_t + λ·A_{t+1}), or V_{t+1} read from a padding slot after the last real
+    token instead of 0."""
+    m = mask.bool()
+    r, v = torch.where(m, rewards, 0.0), torch.where(m, values, 0.0)
+    v_next_source = v if v_after_end_zero else values
+    B, T = r.shape
+    adv, last = torch.zeros_like(r), torch.zeros(B)
+    for t in reversed(range(T)):
+        next_v = v_next_source[:, t + 1] if t + 1 < T else torch.zeros(B)
+        delta = r[:, t] + (gamma if gamma_in_delta else 1.0) * next_v - v[:, t]
+        last = torch.where(m[:, t], delta + (gamma if gamma_in_trace else 1.0) * lam * last, torch.zeros(B))
+        adv[:, t] = last
+    return adv
+
+
+_GAE_SLIPS = (  # (what the variant leaves out, why it is wrong) — tried in this order
+    (dict(gamma_in_trace=False),
+     "your A_t = δ_t + λ·A_{t+1} is missing the γ of γλ: each step back the trace is discounted by γ·λ "
+     "(here {gl}), not by λ alone ({lam}). At γ = 1 the two agree, which is why γ = 1 passed"),
+    (dict(gamma_in_delta=False),
+     "your δ_t = r_t + V_{t+1} − V_t is missing the γ: δ_t = r_t + γ·V_{t+1} − V_t. At γ = 1 the two agree, "
+     "which is why γ = 1 passed"),
+    (dict(gamma_in_delta=False, gamma_in_trace=False),
+     "γ is missing twice: δ_t = r_t + γ·V_{t+1} − V_t, and A_t = δ_t + γλ·A_{t+1}. At γ = 1 both slips vanish, "
+     "which is why γ = 1 passed"),
+    (dict(v_after_end_zero=False),
+     "after the last real token you read V_{t+1} from a padding slot; the completion has ended there, so "
+     "V_{t+1} = 0 and the last real token's δ_t = r_t − V_t"),
+)
+
+
 @_checker("GAE")
 def check_gae(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
     """fn(rewards (B, T), values (B, T), mask (B, T), gamma, lam) -> advantages (B, T), zero on padding."""
@@ -188,11 +254,15 @@ def check_gae(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
         want = compute_gae(rewards, values, mask, gamma, lam)[0]
         ok, why = _close(got, want, f"advantages at γ={gamma}, λ={lam}")
         if not ok:
-            if got.shape == want.shape and torch.allclose(got * mask, want, atol=1e-5):
-                why += " — the padding entries must be 0"
-            else:
-                why += " — remember V after the last real token is 0 and δ_t = r_t + γ·V_{t+1} − V_t"
-            return False, why
+            if got.shape != want.shape:
+                return False, why
+            real = got * mask
+            if torch.allclose(real, want, atol=1e-5):
+                return False, why + " — the padding entries must be 0"
+            for slip, reason in _GAE_SLIPS:
+                if torch.allclose(real, _gae_variant(rewards, values, mask, gamma, lam, **slip), atol=1e-5):
+                    return False, why + " — " + reason.replace("{gl}", f"{gamma * lam:g}").replace("{lam}", f"{lam:g}")
+            return False, why + " — compare your loop with δ_t = r_t + γ·V_{t+1} − V_t and A_t = δ_t + γλ·A_{t+1}, backward from the last real token"
     return True, "A_t = δ_t + γλ·A_{t+1} matches compute_gae for three (γ, λ) pairs and ragged masks"
 
 
@@ -212,19 +282,40 @@ def check_reward_to_go(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
 @_checker("whitening")
 def check_whiten(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[bool, str]:
     """fn(x (B, T), mask (B, T)) -> (x − μ)/σ over real tokens (unbiased σ), 0 on padding."""
-    from ..masking import masked_whiten
+    from ..masking import WHITEN_EPS, masked_mean, masked_var, masked_whiten
 
     _, x, mask = _gae_inputs()
-    x = x * 3 + 1
+    x = (x * 3 + 1) * mask  # padding 0, as compute_gae leaves the advantages
     got = _tensor(_call(fn, x.clone(), mask.clone()), "the result")
     want = masked_whiten(x, mask)
     ok, why = _close(got, want, "whitened values", atol=1e-4)
-    if not ok and got.shape == want.shape:
-        if torch.allclose(got, (x - x.mean()) / x.std(), atol=1e-4):
-            why += " — the padding entries entered μ and σ; use only the masked entries"
-        elif torch.allclose(got * mask, want, atol=1e-4):
-            why += " — the padding entries must be 0"
-    return ok, why if not ok else "mean 0, std 1 over real tokens, padding 0 — as masked_whiten"
+    if ok or got.shape != want.shape:
+        return ok, why if not ok else "mean 0, std 1 over real tokens, padding 0 — as masked_whiten"
+    n, N = int(mask.sum()), mask.numel()
+    real = got * mask
+    mu, var_n = masked_mean(x, mask), masked_var(x, mask, unbiased=False)
+    if torch.allclose(real, (x - mu) / torch.sqrt(var_n + WHITEN_EPS) * mask, atol=1e-4):
+        return False, why + (f" — you used the biased variance (÷ n); the exercise, masked_whiten and TRL divide by "
+                             f"n − 1 (torch.var's default). With the n = {n} real tokens here that makes every "
+                             f"entry √(n/(n−1)) = {math.sqrt(n / (n - 1)):.4f}× too large: the std over real tokens "
+                             f"comes out {math.sqrt(n / (n - 1)):.4f}, not 1. The factor shrinks as n grows (0.1 % at "
+                             f"500 tokens), but on a small batch it scales every advantage, and so the step size")
+    all_mu, all_sd = x.mean(), x.std()
+    if torch.allclose(real, (x - all_mu) / all_sd * mask, atol=1e-4):
+        r_mu, r_sd = masked_mean(got, mask).item(), masked_var(got, mask).sqrt().item()
+        return False, why + (f" — the padding entries entered μ and σ: you took them over all {N} entries, {N - n} of "
+                             f"them padding. The padded "
+                             f"advantages are 0, so they pull μ toward 0 ({all_mu.item():.3f} instead of "
+                             f"{mu.item():.3f}) and change σ ({all_sd.item():.3f} instead of "
+                             f"{masked_var(x, mask).sqrt().item():.3f}): over the real tokens your result has mean "
+                             f"{r_mu:.3f} and std {r_sd:.3f}, not 0 and 1, so the sign of Â no longer says 'better "
+                             f"than the batch's average token', and the scale depends on how much padding the batch "
+                             f"happened to have. Take μ and σ over the entries where mask is 1")
+    if torch.allclose(real, want, atol=1e-4):
+        return False, why + " — the padding entries must be 0"
+    if torch.allclose(real, x / torch.sqrt(masked_var(x, mask) + WHITEN_EPS) * mask, atol=1e-4):
+        return False, why + " — subtract the mean μ before dividing by σ: whitened values have mean 0"
+    return False, why
 
 
 # ------------------------------------------------------------------ lesson 04: KL
@@ -345,6 +436,40 @@ def check_explained_variance(fn: Callable[..., float]) -> tuple[bool, str]:
     if not math.isclose(perfect, 1.0, abs_tol=1e-6):
         return False, f"a perfect critic (V = R) should score 1.0, got {perfect:.4f}"
     return True, f"{want:.4f}; 1.0 for a perfect critic, 0 for one that predicts only the mean"
+
+
+@_checker("Adam's first update")
+def check_adam_first_update(fn: Callable[..., torch.Tensor]) -> tuple[bool, str]:
+    """fn(g, lr, eps) -> Δw, the change torch.optim.Adam (β1 = 0.9, β2 = 0.999) makes to weights whose first gradient
+    is g; compared with a real Adam step over gradients from 1e-9 to 1."""
+    g = torch.tensor([1e-9, -1e-7, 3e-6, -1e-5, 4e-5, -1e-3, 0.02, -1.0], dtype=torch.float64)
+    lr, eps = 3e-4, 1e-5
+    w = torch.zeros_like(g, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=lr, eps=eps)
+    w.grad = g.clone()
+    opt.step()
+    want = w.detach()
+    got = _tensor(_call(fn, g.clone(), lr, eps), "Δw").double()
+    if tuple(got.shape) != tuple(want.shape):
+        return False, f"Δw has shape {tuple(got.shape)}, expected {tuple(want.shape)} (one change per gradient)"
+    if torch.allclose(got, want, rtol=1e-6, atol=1e-12):
+        return True, (f"Δw = −lr·g/(|g| + ε): a weight with |g| ≫ ε = {eps:g} moves by lr = {lr:g} whatever its "
+                      f"gradient (|g| = 1e-3 and 1 alike), one with |g| ≪ ε by about lr·|g|/ε")
+    i = int(((got - want).abs() / want.abs()).nan_to_num(float("inf")).argmax())
+    why = f"for g = {float(g[i]):g} you get Δw = {float(got[i]):.3g}, a real Adam step gives {float(want[i]):.3g}"
+    hints = {
+        "that is plain gradient descent (−lr·g): Adam divides by √v̂ + ε, so the first update does not scale with g":
+            -lr * g,
+        "the step should go against the gradient (descent): put a minus sign in front": lr * g / (g.abs() + eps),
+        "ε is missing: −lr·sign(g) is right only for |g| ≫ ε; a weight with |g| ≪ ε moves by about lr·|g|/ε":
+            -lr * torch.sign(g),
+        "without the bias correction: m = 0.1·g and √v = 0.0316·|g| after one step; divide m by 1 − β1 and v by "
+        "1 − β2 (then m̂ = g and √v̂ = |g|)": -lr * 0.1 * g / ((0.001 * g * g).sqrt() + eps),
+    }
+    for hint, wrong in hints.items():
+        if torch.allclose(got, wrong, rtol=1e-6, atol=1e-12):
+            return False, f"{why} — {hint}"
+    return False, f"{why} — with one gradient, m̂ = g and √v̂ = |g|, so Δw = −lr·m̂/(√v̂ + ε)"
 
 
 # ------------------------------------------------------------------ lesson 06: the training loop
@@ -553,54 +678,134 @@ def check_reference_refresh(answer: Any) -> tuple[bool, str]:
 
 # ------------------------------------------------------------------ lesson 07: scale with TRL
 
-NO_COUNTERPART = "none"  # the answer for a knob TRL's GRPO/RLOO have no field for
+def _grpo_variants(s: torch.Tensor, k: int) -> dict[str, tuple[torch.Tensor, str]]:
+    """Typical wrong GRPO advantages, each with the reason it is wrong."""
+    g = s.view(-1, k)
+    centred = g - g.mean(1, keepdim=True)
+    return {
+        "biased std": ((centred / (g.std(1, unbiased=False, keepdim=True) + 1e-4)).flatten(),
+                       "you divided by the population std (÷ k); GRPO (and TRL's nanstd) uses the unbiased one, ÷ (k − 1)"),
+        "no std": (centred.flatten(), "you centred the scores but did not divide by the group's std (+ 1e-4)"),
+        "batch": (((s - s.mean()) / (s.std() + 1e-4)),
+                  f"you standardised over the whole batch; GRPO's baseline is each prompt's own group of {k}"),
+        "leave-one-out": (((k * g - g.sum(1, keepdim=True)) / (k - 1)).flatten(),
+                          "that is RLOO's raw advantage (minus the mean of the OTHER k − 1), not GRPO's standardisation"),
+        "sign": (-(centred / (g.std(1, keepdim=True) + 1e-4)).flatten(),
+                 "the sign is flipped: a completion scored above its group's mean gets a POSITIVE advantage"),
+    }
+
+
+def _rloo_variants(s: torch.Tensor, k: int) -> dict[str, tuple[torch.Tensor, str]]:
+    """Typical wrong RLOO advantages, each with the reason it is wrong."""
+    from ..advantages import group_advantages
+
+    g = s.view(-1, k)
+    return {
+        "raw": (((k * g - g.sum(1, keepdim=True)) / (k - 1)).flatten(),
+                "that is the raw leave-one-out advantage; train.py (and the bridge's normalize_advantages=True) then "
+                "whitens it over the batch: (A − mean)/(std + 1e-4)"),
+        "grpo": (group_advantages(s, k, "grpo"), "that is GRPO's group standardisation, not RLOO's leave-one-out"),
+        "with self": ((g - g.mean(1, keepdim=True)).flatten(),
+                      "you subtracted the mean of the whole group, the completion itself included; RLOO leaves it out"),
+    }
 
 
 def check_group_advantage(answer: Any, scores: Sequence[float], num_generations: int, method: str = "grpo") -> bool:
-    """Exercise 1: the group-relative advantage of every completion (a list of B numbers, 3 decimals suffice)."""
+    """Exercise 1: the group-relative advantage of every completion (a list of B numbers, 3 decimals suffice); a wrong
+    answer is matched against the usual slips (population std, no std, batch instead of group, RLOO for GRPO, …)."""
     from ..advantages import group_advantages
 
     name = f"{method} advantages"
+    k = num_generations
     s = torch.tensor([float(x) for x in scores])
-    want = group_advantages(s, num_generations, method=method).tolist()
+    want = group_advantages(s, k, method=method)
     if answer is None:
         print(f"{TODO} — {name}: set `answer` to a list of {len(want)} numbers, one per completion")
         return False
     try:
-        got = [float(x) for x in answer]
+        got = torch.tensor([float(x) for x in answer])
     except (TypeError, ValueError):
         return _verdict(False, name, f"answer with a list of {len(want)} numbers; got {answer!r}")
-    if len(got) != len(want) or not all(math.isfinite(x) for x in got):
-        return _verdict(False, name, f"answer with {len(want)} finite numbers, one per completion; got {len(got)}")
+    if got.numel() != want.numel() or not torch.isfinite(got).all():
+        return _verdict(False, name, f"answer with {len(want)} finite numbers, one per completion; got {got.numel()}")
     if method == "grpo":
-        how = ("A_i = (r_i − mean of its group) / (std of its group + 1e-4), std unbiased (divide by k − 1), "
-               f"groups of {num_generations} consecutive completions")
+        how = (f"A_i = (r_i − mean of its group) / (std of its group + 1e-4), std unbiased (÷ k − 1), groups of {k} "
+               "consecutive completions")
     else:
-        how = ("A_i = r_i − mean of the other k − 1 in its group, then whitened over the batch: "
-               "(A − mean)/(std + 1e-4)")
-    ok = all(abs(g - w) < 1e-3 for g, w in zip(got, want))
-    return _verdict(ok, name, f"{how} gives {[round(w, 3) for w in want]}")
+        how = "A_i = r_i − mean of the other k − 1 in its group, then whitened over the batch: (A − mean)/(std + 1e-4)"
+    close = lambda a, b: bool((a - b).abs().max() < 1e-3)  # noqa: E731
+    if close(got, want):
+        return _verdict(True, name, f"{how} gives {[round(w, 3) for w in want.tolist()]}; the advantages of each "
+                                    "group sum to 0")
+    variants = _grpo_variants(s, k) if method == "grpo" else _rloo_variants(s, k)
+    why = next((reason for alt, reason in variants.values() if close(got, alt)), None)
+    if why is None:
+        i = int((got - want).abs().argmax())
+        why = (f"completion {i} (group {i // k}) should get {want[i].item():.3f}, you gave {got[i].item():.3f}; "
+               f"check each group separately: its mean is {s.view(-1, k)[i // k].mean().item():.3f}")
+    return _verdict(False, name, f"{why}. {how}")
 
 
-def check_knob(name: str, answer: Any) -> bool:
-    """Exercise 2: the TRL config field that rlhf_nb's RunConfig knob `name` maps to (or "none" if TRL has none)."""
-    from ..bridges.trl import KNOB_MAP, UNMAPPED
+def _trl_kl_variants(logp, logp_old, ref_logp, mask, beta: float) -> dict[str, tuple[float, str]]:
+    """What the usual slips give for TRL's logged `kl` of one batch, each with the reason it is wrong."""
+    from ..kl import kl_k1, kl_k3
 
-    title = f"where `{name}` goes in TRL"
-    key = next((k for k in KNOB_MAP if name in [x.strip() for x in k.split(",")]), None)
-    if key is None and name not in UNMAPPED:
-        raise ValueError(f"{name!r} is neither in KNOB_MAP nor in UNMAPPED (rlhf_nb/bridges/trl.py)")
-    if answer is None:
-        print(f"{TODO} — {title}: set `answer` to a TRL field name as a string, or {NO_COUNTERPART!r}")
-        return False
-    if not isinstance(answer, str):
-        return _verdict(False, title, f"answer with a string (a GRPOConfig field name); got {answer!r}")
-    got = answer.strip().lower()
-    if key is None:
-        return _verdict(got == NO_COUNTERPART, title, f"TRL's GRPO/RLOO have no counterpart: {UNMAPPED[name]}")
-    fields, how = KNOB_MAP[key]
-    want = [f.strip().lower() for f in fields.split(",")]
-    return _verdict(got in want, title, f"`{fields}`: {how}")
+    ratio = torch.exp(logp - logp_old)
+    k3 = kl_k3(logp, ref_logp)
+    n = mask.sum()
+    mean = lambda x: float((x * mask).sum() / n)  # noqa: E731
+    per_seq = (k3 * ratio * mask).sum(1)
+    return {
+        "k1": (mean(kl_k1(logp, ref_logp)), "you averaged k1 = log π − log ρ; TRL's GRPO logs k3 = e^Δ − Δ − 1 with "
+                                             "Δ = log ρ − log π (never negative, one value per token)"),
+        "k3 reversed": (mean(kl_k3(ref_logp, logp) * ratio),
+                        "your k3 has Δ the wrong way round: Δ = log ρ − log π (reference minus policy), so the "
+                        "exponential grows where the POLICY gave the sampled token less probability than ρ"),
+        "no ratio": (mean(k3), "you left out the ratio π_θ/π_old = exp(logp − logp_old): TRL multiplies each k3 by it "
+                               "(use_bias_correction_kl=True); it is 1 on the first pass over a rollout, not on later ones"),
+        "ratio inverted": (mean(k3 / ratio), "the ratio is π_θ/π_old = exp(logp − logp_old), not its inverse"),
+        "per sequence": (float(per_seq.mean()), "you summed over each completion's tokens and averaged over completions "
+                                                "(that is kl × mean length, the per-sequence scale); TRL logs the token "
+                                                "mean: Σ over all tokens / number of tokens"),
+        "sum": (float(per_seq.sum()), "you summed over all tokens; TRL divides that sum by the number of tokens"),
+        "mean of means": (float((per_seq / mask.sum(1).clamp(min=1)).mean()),
+                          "you took each completion's token mean, then the mean over completions (the 'grpo' "
+                          "weighting); TRL's logged kl is ONE mean over all tokens of the batch, so long completions "
+                          "weigh more"),
+        "no mask": (float((k3 * ratio * mask).sum() / mask.numel()),
+                    "you divided by every entry of the (B, T) tensor, padding included; divide by mask.sum(), the "
+                    "number of completion tokens"),
+        "beta": (beta * mean(k3 * ratio), f"you multiplied by β = {beta:g}: that is the loss term; TRL logs kl without β"),
+    }
+
+
+@_checker("TRL's logged kl")
+def check_trl_logged_kl(fn: Callable[..., Any], batches: Sequence[dict], beta: float = 0.05) -> tuple[bool, str]:
+    """fn(logp, logp_old, ref_logp, mask) -> float: TRL's logged `kl` for a batch, from rlhf_nb's per-token log-probs
+    (all (B, T)). `batches`: LogProbProbe.kit_batches() records, each with kl_logged, the number TRL logged for it."""
+    if not batches:
+        raise ValueError("pass at least one recorded batch (LogProbProbe.kit_batches())")
+    for i, b in enumerate(batches):
+        args = (b["logp"].clone(), b["logp_old"].clone(), b["ref_logp"].clone(), b["mask"].clone())
+        out = _call(fn, *args)
+        if isinstance(out, torch.Tensor) and out.numel() != 1:
+            return False, (f"return one number for the batch (a float or a 0-d tensor); you returned a tensor of shape "
+                           f"{tuple(out.shape)} — TRL logs one kl per batch")
+        got = float(out)
+        want = float(b["kl_logged"])
+        if abs(got - want) <= 1e-4 * max(1.0, abs(want)):
+            continue
+        off = bool((b["logp"] - b["logp_old"]).abs().max() > 1e-6)
+        where = (f"batch {i} (TRL step {b['step']}, {'a second pass: π_θ ≠ π_old' if off else 'on-policy: π_θ = π_old'})"
+                 f": you gave {got:.6g}, TRL logged {want:.6g}")
+        for alt, reason in _trl_kl_variants(*args, beta).values():
+            if abs(got - alt) <= 1e-4 * max(1.0, abs(alt)) and abs(alt - want) > 1e-4 * max(1.0, abs(want)):
+                return False, f"{where} — {reason}"
+        return False, (f"{where}. TRL's kl = Σ_tokens mask·(π_θ/π_old)·k3 / Σ mask, k3 = e^Δ − Δ − 1, "
+                       f"Δ = log ρ − log π_θ")
+    return True, (f"matches TRL's own logged number on all {len(batches)} batches: kl = token mean over the batch of "
+                  "(π_θ/π_old)·(e^Δ − Δ − 1), Δ = log ρ − log π_θ. rlhf_nb's forward gives the same per-token "
+                  "log-probs as TRL's, so the two systems can be measured with one ruler")
 
 
 # ------------------------------------------------------------------ lesson 08: reward over-optimisation
@@ -745,31 +950,37 @@ def check_beta_limits(beta_to_zero: Any, beta_to_infinity: Any) -> bool:
 
 # ------------------------------------------------------------------ lesson 10: failure modes
 
-def check_diagnosis(answer: Any) -> bool:
-    """Name the hidden fault of each mystery run: {label: fault name, or "healthy"} for every run of the exercise."""
-    from ..faults import FAULTS, HEALTHY, MYSTERY
+def check_diagnosis(answer: Any, runs: dict | None = None) -> bool:
+    """Name the hidden fault of each mystery run: {label: fault name, or "healthy"} for every run of the exercise.
+
+    The answer key is drawn inside rlhf_nb.faults and read only here; with `runs` (faults.mystery_runs()) each run's
+    verdict quotes the numbers in its logs that give the fault away."""
+    from .. import faults
 
     name = "diagnosis"
-    allowed = sorted(FAULTS) + [HEALTHY]
+    key = {label: fault for label, (fault, _) in faults._mystery_key().items()}
+    allowed = sorted(faults.FAULTS) + [faults.HEALTHY]
     if answer is None:
-        return _not_yet(name, f"set `answer` to a dict {{label: fault}} for the runs {', '.join(MYSTERY)}; "
+        return _not_yet(name, f"set `answer` to a dict {{label: fault}} for the runs {', '.join(key)}; "
                               f"a fault is one of {', '.join(allowed)}")
-    if not isinstance(answer, dict) or sorted(answer) != sorted(MYSTERY):
-        return _verdict(False, name, f"answer with a dict whose keys are exactly {', '.join(MYSTERY)}; got {answer!r}")
+    if not isinstance(answer, dict) or sorted(answer) != sorted(key):
+        return _verdict(False, name, f"answer with a dict whose keys are exactly {', '.join(key)}; got {answer!r}")
     unknown = {k: v for k, v in answer.items() if v not in allowed}
     if unknown:
         return _verdict(False, name, f"{unknown} names no fault; choose from {', '.join(allowed)}")
-    wrong = []
-    for label, (truth, _) in MYSTERY.items():
-        if answer[label] != truth:
-            look = ("a healthy run: every metric in its usual range" if truth == HEALTHY
-                    else f"look again at {FAULTS[truth].metric}")
-            wrong.append(f"run {label} is not {answer[label]} ({look})")
-    if wrong:
-        return _verdict(False, name, f"{len(MYSTERY) - len(wrong)} of {len(MYSTERY)} right; " + "; ".join(wrong))
-    return _verdict(True, name, "; ".join(f"{label}: {truth}" + ("" if truth == HEALTHY else
-                                                                  f", given away by {FAULTS[truth].metric}")
-                                          for label, (truth, _) in MYSTERY.items()))
+    lines, right = [], 0
+    for label, truth in key.items():
+        ok = answer[label] == truth
+        right += ok
+        if runs is not None:
+            why = faults.clue(truth, label, runs)
+        elif truth == faults.HEALTHY:
+            why = "every metric in its usual range"
+        else:
+            why = f"look at {faults.get(truth).metric}"
+        verdict = f"✅ {truth}" if ok else f"❌ not {answer[label]} but {truth}"
+        lines.append(f"  run {label} {verdict}: {why}")
+    return _verdict(right == len(key), name, f"{right} of {len(key)} right\n" + "\n".join(lines))
 
 
 @_checker("expected gradient of a KL loss term")
@@ -786,3 +997,124 @@ def check_expected_kl_gradient(fn: Callable[[torch.Tensor, torch.Tensor, str], t
             return False, why + " — weight each token's gradient by π(y), detached: the sample does not move"
     return True, ("E[∇ k1] = Σ_y π(y)·∇log π(y) = ∇Σ_y π(y) = 0: k1 in the loss pulls nowhere; "
                   "E[∇ k3] = ∇KL(ρ‖π) ≠ 0 pulls π toward the reference")
+
+
+# ---- lesson 11: the GRPO family
+
+@_checker("the dr_grpo aggregation")
+def check_dr_grpo(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> tuple[bool, str]:
+    """fn(per_token (B, T), mask (B, T), max_len) -> the scalar loss of --loss_type dr_grpo (rlhf_nb.ppo.aggregate_loss)."""
+    from ..ppo import aggregate_loss
+
+    g = _gen(11)
+    per_token = torch.randn(4, 6, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]]).float()
+    got = _tensor(_call(fn, per_token.clone(), mask.clone(), 8), "the loss")
+    if got.numel() != 1:
+        return False, f"the loss must be one number, got shape {tuple(got.shape)}"
+    want = aggregate_loss(per_token, mask, "dr_grpo", max_len=8)
+    if abs(float(got) - float(want)) <= 1e-5:
+        return True, ("Σ_it m·ℓ / (B·L_max): the divisor is a constant, so every token weighs the same whatever the "
+                      "length of its completion, and no batch's own lengths enter the gradient's scale")
+    for other, why in (("bnpo", "you divided by the number of real tokens (Σ m): that is bnpo, one token mean; "
+                                "dr_grpo divides by the constant B × max_len instead"),
+                       ("grpo", "you took each completion's token mean and then the mean over completions: that is "
+                                "grpo, the length bias itself (a token of a long completion weighs 1/|o_i|)")):
+        if abs(float(got) - float(aggregate_loss(per_token, mask, other))) <= 1e-5:
+            return False, why
+    if abs(float(got) - float(per_token.sum() / (4 * 8))) <= 1e-5:
+        return False, "you summed the padding too: multiply by the mask before summing"
+    return False, f"got {float(got):.5f}, expected {float(want):.5f} = Σ_it m·ℓ / (B·max_len)"
+
+
+KL_PLACEMENT_NAMES = ("k1 in reward", "k3 in loss × ratio", "k3 in loss", "k1 in loss")
+
+
+@_checker("which KL placements are biased")
+def check_biased_placements(answer: Any) -> tuple[bool, str]:
+    """answer: the set of placements (names of KL_PLACEMENT_NAMES) whose expected gradient is NOT ∇KL(π‖π_ref);
+    checked by enumerating a small categorical policy (rlhf_nb.course.grpo_lesson.expected_gradient)."""
+    from .grpo_lesson import expected_gradient, relative_error, true_kl_gradient
+
+    if answer is None:
+        raise _NotAttempted
+    if isinstance(answer, str) or not all(isinstance(a, str) for a in answer):
+        return False, f"answer with a set of names from {KL_PLACEMENT_NAMES}, e.g. {{'k1 in loss'}}; got {answer!r}"
+    unknown = [a for a in answer if a not in KL_PLACEMENT_NAMES]
+    if unknown:
+        return False, f"{unknown[0]!r} is not a placement; choose from {KL_PLACEMENT_NAMES}"
+    g = _gen(12)
+    z, z_ref = torch.randn(3, 11, generator=g), torch.randn(3, 11, generator=g)
+    truth = true_kl_gradient(z, z_ref)
+    errors = {p: relative_error(expected_gradient(z, z_ref, p), truth) for p in KL_PLACEMENT_NAMES}
+    biased = {p for p, e in errors.items() if e > 1e-4}
+    table = "; ".join(f"{p}: relative error {e:.3f}" for p, e in errors.items())
+    if set(answer) == biased:
+        return True, (f"enumerated on a 3 × 11 categorical: {table}. k1 in the reward (REINFORCE) and k3 × π/π_old "
+                      f"both have E[∇] = Σ π·log(π/ρ)·∇log π = ∇KL(π‖ρ); plain k3 gives ∇KL(ρ‖π) (the forward KL), "
+                      f"and k1 differentiated as a loss gives Σ π·∇log π = 0")
+    missed, extra = sorted(biased - set(answer)), sorted(set(answer) - biased)
+    why = []
+    if missed:
+        why.append(f"biased but not named: {missed}")
+    if extra:
+        why.append(f"named but unbiased: {extra}")
+    return False, f"{'; '.join(why)} (enumerated: {table})"
+
+
+# ---- lesson 12: verifiable rewards
+
+@_checker("unbiased pass@k")
+def check_pass_at_k(fn: Callable[[int, int, int], float]) -> tuple[bool, str]:
+    """fn(n, c, k) -> pass@k estimated from n samples with c correct (rlhf_nb.passk.pass_at_k)."""
+    from ..passk import pass_at_k
+
+    cases = [(10, 0, 1), (10, 3, 1), (10, 3, 2), (10, 3, 8), (20, 1, 5), (200, 17, 50), (64, 64, 16), (256, 2, 100)]
+    for n, c, k in cases:
+        got, want = float(_call(fn, n, c, k)), pass_at_k(n, c, k)
+        if abs(got - want) > 1e-6:
+            if abs(got - (1 - (1 - c / n) ** k)) < 1e-9:
+                return False, (f"n={n}, c={c}, k={k}: you returned 1 - (1 - c/n)^k = {got:.4f}, the plug-in: it is "
+                               f"BIASED (E[(1 - c/n)^k] != (1 - p)^k for k > 1; it underestimates pass@k). Count "
+                               f"k-subsets instead: 1 - C(n-c, k) / C(n, k) = {want:.4f}")
+            return False, f"n={n}, c={c}, k={k}: got {got:.6f}, expected 1 - C(n-c,k)/C(n,k) = {want:.6f}"
+    return True, ("1 - C(n-c,k)/C(n,k): the chance that a random k-subset of the n samples holds a correct one; its "
+                  "mean over draws of the n samples is exactly 1 - (1-p)^k, for every k <= n")
+
+
+CHECKER_CASES = (("37+48=", "85"), ("37+48=", "84"), ("37+48=", ""), ("37+48=", "85 "), ("37+48=", " 85"),
+                 ("37+48=", "85 86"), ("37+48=", "085"), ("37+48=", "+85"), ("37+48=", "85.0"), ("0+0=", "0"),
+                 ("0+0=", "00"), ("99+99=", "198"), ("37+48=", "37+48=85"), ("37+48=", "8 5"))
+
+
+@_checker("the checker")
+def check_checker(fn: Callable[[str, str], str]) -> tuple[bool, str]:
+    """fn(prompt, completion) -> 'correct', 'wrong' or 'malformed', as rlhf_nb.tasks.check_answer."""
+    from ..tasks import check_answer
+
+    for prompt, completion in CHECKER_CASES:
+        got, want = _call(fn, prompt, completion), check_answer(prompt, completion)
+        if got != want:
+            why = {"malformed": "only one canonical number is well-formed: no spaces, sign, leading zero, decimal "
+                                "point or second answer, and an empty completion is no number",
+                   "wrong": "it is a well-formed number, just not the sum", "correct": "it is exactly str(a + b)"}
+            return False, f"{prompt}{completion!r}: you said {got!r}, it is {want!r}: {why[want]}"
+    return True, (f"all {len(CHECKER_CASES)} cases agree, adversarial ones included (extra text, several answers, "
+                  f"leading zeros, the empty completion): a reward hacker finds any form you accept")
+
+
+@_checker("where the curves cross")
+def check_crossing(answer: Any, crossing_k: int | None) -> tuple[bool, str]:
+    """answer: the smallest k in 1, 2, 4, ..., 256 at which the base model's exact pass@k beats GRPO's (seed mean),
+    or None for never; crossing_k: the stored sweep's (rlhf_nb.course.verifiable.crossing)."""
+    if answer is ...:
+        raise _NotAttempted
+    if answer == crossing_k:
+        return True, (f"k = {crossing_k}: RL moved probability onto answers it already liked; below k = {crossing_k} "
+                      f"that wins, above it the base model's wider spread of answers wins" if crossing_k else
+                      "the curves never cross here: RL stays above the base at every k")
+    if crossing_k is None:
+        return False, f"you said {answer}, but in this sweep GRPO's mean stays above the base at every k"
+    return False, (f"you said {answer}; the seed-mean curves cross at k = {crossing_k} (the first k in 1..256 where "
+                   f"the base is higher). pass@1 = mean p rises with RL, pass@k for large k counts prompts with any "
+                   f"mass on the answer, and that is what narrowing loses")

@@ -125,11 +125,13 @@ def plot_kl_estimators(samples: dict[str, "Sequence[float]"], exact: float, bins
 
 
 def plot_kl_controller(kls: dict[str, Sequence[float]] | Sequence[float], betas: dict[str, Sequence[float]],
-                       target: float | None = None):
-    """Left: KL to the reference per step (one curve per controller, or one); right: β per step for each controller."""
+                       target: float | None = None, steps: Sequence[int] | None = None):
+    """Left: KL to the reference per step (one curve per controller, or one); right: β per step for each controller.
+    `steps`: the x value of each entry (default 0, 1, 2, …), e.g. a run history's logged steps 1…N."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.0))
+    xs = lambda ys: list(steps)[:len(ys)] if steps is not None else list(range(len(ys)))  # noqa: E731
     for name, ks in (kls.items() if isinstance(kls, dict) else [(None, kls)]):
-        axes[0].plot([float(k) for k in ks], label=name)
+        axes[0].plot(xs(ks), [float(k) for k in ks], label=name)
     if target is not None:
         axes[0].axhline(target, color="tab:red", ls="--", lw=1, label="target KL")
     if target is not None or isinstance(kls, dict):
@@ -137,7 +139,7 @@ def plot_kl_controller(kls: dict[str, Sequence[float]] | Sequence[float], betas:
     axes[0].set_title("KL to the reference", fontsize=10)
     axes[0].set_xlabel("step")
     for name, bs in betas.items():
-        axes[1].plot([float(b) for b in bs], label=name)
+        axes[1].plot(xs(bs), [float(b) for b in bs], label=name)
     axes[1].set_title("β (kl_coef)", fontsize=10)
     axes[1].set_xlabel("step")
     axes[1].legend(fontsize=8)
@@ -165,6 +167,68 @@ def plot_clipped_objective(clip_range: float = 0.2, ratio_max: float = 2.0, n: i
         ax.set_xlabel("ratio ρ = π_new / π_old")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("objective per token")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ratio_steps(spread: Sequence[dict], clip_range: float = 0.2):
+    """Lesson 05: per optimizer step of one update (update_probe.ratio_spread), box plots of ρ over the step's own
+    tokens before its step (what its loss saw) and after it; whiskers at the min and max."""
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    steps = range(1, len(spread) + 1)
+    for key, shift, color in (("before", -0.18, "tab:blue"), ("after", 0.18, "tab:orange")):
+        ax.boxplot([[float(v) for v in s[key]] for s in spread], positions=[k + shift for k in steps], widths=0.3,
+                   whis=(0, 100), patch_artist=True, boxprops={"facecolor": color, "alpha": 0.5},
+                   medianprops={"color": "black"}, manage_ticks=False)
+    for x in (1 - clip_range, 1 + clip_range):
+        ax.axhline(x, color="tab:red", ls="--", lw=0.8)
+    ax.set_xticks(list(steps), [str(k) for k in steps])
+    ax.set_xlabel("optimizer step of the update (epoch by epoch, minibatch by minibatch)")
+    ax.set_ylabel("ρ = π_θ / π_old")
+    ax.legend([Patch(color="tab:blue", alpha=0.5), Patch(color="tab:orange", alpha=0.5)],
+              ["before its step (its loss sees this)", "after its step"], fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_adam_moves(curves: dict[str, Sequence[dict]], eps: float):
+    """Lesson 05: |Δw|/lr against |g| (update_probe.adam_moves rows), median and 10–90 % band per curve, beside Adam's
+    first-update value |g|/(|g| + ε)."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for label, rows in curves.items():
+        g = [r["|g|"] for r in rows]
+        line, = ax.plot(g, [r["|Δw|/lr: median"] for r in rows], marker=".", label=f"{label}: median")
+        ax.fill_between(g, [r["p10"] for r in rows], [r["p90"] for r in rows], color=line.get_color(), alpha=0.2)
+    lo = min(r["|g|"] for rows in curves.values() for r in rows)
+    hi = max(r["|g|"] for rows in curves.values() for r in rows)
+    x = np.geomspace(lo, hi, 60)
+    ax.plot(x, x / (x + eps), color="black", ls="--", lw=1, label="|g| / (|g| + ε)")
+    ax.axvline(eps, color="tab:gray", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("|g| of a weight (after the gradient-norm clip)")
+    ax.set_ylabel("|Δw| / lr")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_update_k3(curves: dict[str, dict[int, Sequence[float]]]):
+    """Lesson 05: one panel per seed, the batch's mean k3 after each optimizer step of the update, one line per RLHF
+    step (curves[panel][step] = values, as update_probe.run_recorded's "k3 curve")."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.2), sharey=True, squeeze=False)
+    for ax, (panel, by_step) in zip(axes[0], curves.items()):
+        for step, ys in by_step.items():
+            ax.plot(range(1, len(ys) + 1), [float(y) for y in ys], marker=".", lw=2.5 if step == 1 else 1,
+                    label=f"RLHF step {step}")
+        ax.set_yscale("log")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("optimizer step of the update")
+    axes[0][0].set_ylabel("batch mean k3 after it")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -262,6 +326,43 @@ def plot_frontier(frontier: dict[float, dict], points: Sequence[dict] = (), mark
     ax.legend(fontsize=8, loc="lower right")
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reference_refresh(fixed: Sequence, refreshed: Sequence, title: str | None = None):
+    """Lesson 06: runs with a fixed and with a refreshed reference (`experiments.run_refresh` results, one per seed).
+    Left: the KL the trainer logs (to the reference in use), mean and min–max over seeds. Right: the distance from
+    the original model π_0: each seed's measured KL(π‖π_0) (markers, refreshed joined by thin lines) and the fixed
+    runs' logged KL, which is to π_0 by construction (seed mean, 5-step running mean). Dotted lines: the refreshes."""
+    import numpy as np
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    every = next((r.every for r in refreshed if r.every), None)
+    for label, runs, c in (("fixed reference", fixed, "C0"), (f"refreshed every {every} steps", refreshed, "C3")):
+        n = min(len(r.history) for r in runs)
+        xs = [h["step"] for h in runs[0].history[:n]]
+        ys = np.array([[h["objective/kl"] for h in r.history[:n]] for r in runs])  # (seeds, steps)
+        a.plot(xs, ys.mean(0), color=c, label=f"{label} ({len(runs)} seeds)")
+        a.fill_between(xs, ys.min(0), ys.max(0), color=c, alpha=0.2, lw=0)
+        if runs is fixed:
+            mean = ys.mean(0)
+            run5 = [mean[max(0, i - 4):i + 1].mean() for i in range(len(mean))]  # 5-step running mean
+            b.plot(xs, run5, color=c, lw=1, label=f"{label}: logged KL = KL to π_0 (5-step mean)")
+        for i, r in enumerate(runs):
+            steps = sorted(r.kl_to_original)
+            b.plot(steps, [r.kl_to_original[s] for s in steps], marker="o", ms=4, color=c,
+                   lw=0.8 if runs is refreshed else 0, alpha=0.8, label=f"{label}: measured (each seed)" if i == 0 else None)
+    last = max(h["step"] for r in refreshed for h in r.history)
+    for ax in (a, b):
+        for s in range(every, last + 1, every) if every else ():
+            ax.axvline(s, color="k", lw=0.5, ls=":")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    a.set(ylabel="nats per completion", title="logged objective/kl: to the reference in use")
+    b.set(ylabel="nats per completion", title="KL(π‖π_0): to the original model")
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
