@@ -74,6 +74,14 @@ proxies: $(STAMP)  ## lesson 08's proxy reward models on gold-labelled pairs (rl
 overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_nb/assets/overopt-sweep.json; ~50 CPU min)
 	$(PY) -m rlhf_nb.tools.overopt_sweep --overwrite --jobs $(OVEROPT_JOBS)
 
+.PHONY: grpo_sweep
+grpo_sweep: $(STAMP)  ## lesson 11's GRPO variants over seeds 0-2, and J* (rlhf_nb/assets/grpo-sweep.json; ~11 CPU min)
+	$(PY) -m rlhf_nb.tools.grpo_sweep --overwrite --jobs $(OVEROPT_JOBS)
+
+.PHONY: smoke-seeds
+smoke-seeds: $(STAMP)  ## lesson 00's smoke run at the notebook's defaults, seeds 0-2 (rlhf_nb/assets/smoke-seeds.json; ~1 CPU min)
+	$(PY) -m rlhf_nb.tools.smoke_seeds --overwrite
+
 .PHONY: capstone
 capstone: $(STAMP)  ## lesson 06's beta sweep and its critic/baseline variants, run to the optimum (rlhf_nb/assets/capstone-sweep.json; ~15 CPU min)
 	$(PY) -m rlhf_nb.tools.capstone_sweep --overwrite --jobs $(OVEROPT_JOBS)
@@ -110,3 +118,10 @@ clean:  ## remove caches and run outputs (keeps runs/.gitkeep and .venv)
 	find runs -mindepth 1 ! -name .gitkeep -exec rm -rf {} + 2>/dev/null || true
 	rm -rf .pytest_cache build dist *.egg-info
 	find . -name __pycache__ -not -path './.venv/*' -exec rm -rf {} + 2>/dev/null || true
+
+.PHONY: arith-model verifiable
+arith-model: $(STAMP)  ## lesson 12's half-trained adding model (rlhf_nb/assets/tiny-gpt2-arith; ~1 CPU min)
+	$(PY) -m rlhf_nb.tools.build_arith_model --overwrite
+
+verifiable: $(STAMP)  ## lesson 12's GRPO/PPO/expert-iteration runs, exact pass@k (rlhf_nb/assets/verifiable-sweep.json; ~4 CPU min)
+	$(PY) -m rlhf_nb.tools.verifiable_sweep --overwrite --jobs 2

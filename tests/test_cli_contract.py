@@ -33,9 +33,13 @@ BAD_VALUES = {
     "tools.capstone_sweep": (["--jobs", "0"], "--jobs"),
     "tools.check_install": (["extra"], "unrecognized"),
     "tools.dpo_vs_ppo": (["--out", "/nonexistent/x.json"], "--out"),
+    "tools.grpo_sweep": (["--jobs", "0"], "--jobs"),
     "tools.notebooks": (["99_nope"], "99_nope"),
     "tools.overopt_sweep": (["--steps", "-1"], "--steps"),
     "tools.smoke": (["--out", "/etc/hostname"], "--out"),
+    "tools.smoke_seeds": (["--seeds", "-1"], "--seeds"),
+    "tools.build_arith_model": (["--steps", "0"], "--steps"),
+    "tools.verifiable_sweep": (["--jobs", "0"], "--jobs"),
 }
 
 
@@ -83,7 +87,9 @@ def test_no_tool_builds_its_parser_by_hand_or_spells_a_flag_with_a_hyphen():
 
 BUILDERS = {  # the tools whose default output is a committed asset under rlhf_nb/assets, and the flag naming it
     "base_model": "--out", "build_reward_model": "--out_dir", "build_proxies": "--out_root",
-    "overopt_sweep": "--out", "capstone_sweep": "--out", "dpo_vs_ppo": "--out",
+    "overopt_sweep": "--out", "capstone_sweep": "--out", "dpo_vs_ppo": "--out", "smoke_seeds": "--out",
+    "build_arith_model": "--out", "verifiable_sweep": "--out",
+    "grpo_sweep": "--out",
 }
 
 

@@ -1,5 +1,6 @@
 """Lesson 06's experiments as plain functions: one short RLHF run per (kl_coef, batch_size), β sweeps over seeds, their
-seed bands and their place against the KL-regularised optimum, sample tables.
+seed bands and their place against the KL-regularised optimum, sample tables. At the end, lesson 00's stored smoke
+seeds and its KL replay, and lesson 04's table of the adaptive controller's runs.
 
 The interactive panel (rlhf_nb.course.widgets) only moves sliders and calls `run_experiment`; everything here runs and is
 tested without a kernel or a browser.
@@ -237,6 +238,100 @@ def regularised_table(runs: dict[str, tuple[float, list[ExperimentResult]]], opt
     return rows
 
 
+# lesson 06, "Why the reference stays frozen": a run whose reference is refreshed (ρ ← π_θ every `every` steps) next
+# to its fixed-reference twin. Small batches keep six runs (3 seeds × 2) to about 25 CPU s in the lesson; a constant
+# learning rate, because a short run whose rate decays to 0 barely moves in its last intervals
+REFRESH_RUN = {"kl_coef": 0.2, "batch_size": 16, "steps": 50, "learning_rate": 1e-3, "lr_decay": "constant"}
+REFRESH_EVERY = 10
+REFRESH_SEEDS = (0, 1, 2)
+KL_PROBE_SAMPLES = 128  # completions per measurement of KL(π‖π_0), on their own generator
+
+
+def refresh_reference(state, every: int) -> Callable[[int, dict, dict], None]:
+    """A `train` callback that sets ρ ← π_θ after every `every`-th step: it copies the policy's language-model
+    weights into `state.ref`. From then on the KL penalty, and the logged objective/kl, measure the distance from the
+    policy of the last refresh, no longer from the model the run started from."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be an int >= 1 (steps between refreshes), got {every!r}")
+
+    def refresh(step: int, metrics: dict, samples: dict) -> None:
+        if step % every == 0:
+            state.ref.load_state_dict(state.policy.lm.state_dict())
+
+    return refresh
+
+
+@torch.no_grad()
+def kl_to(state, model, n: int = KL_PROBE_SAMPLES, seed: int = PROBE_SEED) -> float:
+    """KL(π_θ‖model) in nats per completion: the mean k1 over n fresh completions of the current policy
+    (`policy.sample_with_kl`), drawn on their own generator so that measuring never shifts the run's random streams."""
+    from ..corpus import get_prompts
+    from ..policy import sample_with_kl
+
+    g = torch.Generator(device=state.device).manual_seed(seed)
+    _, kl = sample_with_kl(state.policy, model, state.tokenizer, get_prompts(n, seed=seed), state.cfg.max_new_tokens,
+                           state.cfg.temperature, generator=g)
+    return float(kl.mean())
+
+
+@dataclass
+class RefreshResult:
+    """One run of `run_refresh`: the trainer's metrics (objective/kl: the distance from the reference in use) and
+    KL(π_θ‖π_0), the distance from the model the run started from, measured at some steps."""
+
+    every: int | None  # steps between refreshes; None: a fixed reference
+    seed: int
+    history: list[dict[str, float]]
+    kl_to_original: dict[int, float]  # step -> nats per completion, measured on KL_PROBE_SAMPLES samples
+    warnings: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+def run_refresh(every: int | None, seed: int, measure_at: tuple[int, ...] | None = None, n: int = KL_PROBE_SAMPLES,
+                **overrides: Any) -> RefreshResult:
+    """Train a fresh policy at REFRESH_RUN (with `overrides`: kl_coef, batch_size, steps or any RunConfig field) whose
+    reference is refreshed every `every` steps, or stays fixed (every=None), and measure its KL to a frozen copy of
+    the initial model after the steps in `measure_at` (default: every REFRESH_EVERY steps and the last). With the same
+    seed it is the fixed-reference run, step for step, up to the first refresh."""
+    import time
+
+    from ..policy import make_reference
+    from ..train import setup, train
+
+    t0 = time.process_time()
+    settings = {**REFRESH_RUN, **overrides}
+    steps = settings.pop("steps")
+    cfg = RunConfig(steps_per_epoch=steps, epochs=1, seed=seed, **{"progress": False, "device": "cpu", **settings})
+    state = setup(cfg)
+    original = make_reference(state.ref)  # π_0, kept frozen whatever happens to state.ref
+    when = set(measure_at) if measure_at is not None else {*range(REFRESH_EVERY, steps + 1, REFRESH_EVERY), steps}
+    refresh = refresh_reference(state, every) if every else None
+    kl = {}
+
+    def callback(step: int, metrics: dict, samples: dict) -> None:
+        if step in when:
+            kl[step] = kl_to(state, original, n)
+        if refresh:
+            refresh(step, metrics, samples)
+
+    res = train(cfg, callback=callback, write_run=False, state=state)
+    return RefreshResult(every, seed, res.history, kl, res.warnings, time.process_time() - t0)
+
+
+def refresh_table(results: list[RefreshResult]) -> list[dict[str, Any]]:
+    """One row per run: its reference, seed, the logged KL and the score averaged over the last quarter of steps, and
+    the KL to the original model measured after the last step."""
+    rows = []
+    for r in results:
+        last = max(r.kl_to_original)
+        avg = final_averages(r.history, ("objective/kl", "objective/scores"))
+        rows.append({"reference": f"refreshed every {r.every} steps" if r.every else "fixed", "seed": r.seed,
+                     "logged KL (to the reference in use)": avg["objective/kl"],
+                     f"KL to π_0 after step {last}": r.kl_to_original[last], "score": avg["objective/scores"],
+                     "warnings": len(r.warnings)})
+    return rows
+
+
 @torch.no_grad()
 def _value_data(state, n: int, seed: int):
     """n rollouts of the state's policy: trunk features where each token is chosen, value head, Monte-Carlo returns."""
@@ -272,3 +367,124 @@ def value_probe(state, n: int = 256, ridge: float = 0.1) -> dict[str, float]:
     w = torch.linalg.solve(X.T @ X + ridge * torch.eye(X.shape[1], dtype=torch.float64), X.T @ r_fit[sel].double())
     best = (torch.cat([h, torch.ones(*h.shape[:2], 1)], -1).double() @ w).float()
     return {"value head": explained_variance(v, r, m), "best linear head": explained_variance(best, r, m)}
+
+
+# ------------------------------------------------------------------ lesson 00: the smoke run over seeds
+
+# the smoke notebook's run at its default parameters, once per seed: written by `python -m rlhf_nb.tools.smoke_seeds`,
+# so that lesson 00 shows the seed spread of its run without training two more policies live (a run is ~20 CPU s)
+SMOKE_SEEDS_PATH = Path(__file__).resolve().parents[1] / "assets" / "smoke-seeds.json"
+SMOKE_PARAMS = ("kl_coef", "batch_size", "steps", "max_new_tokens", "lr_warmup_steps", "reward")  # what shapes a run
+
+
+def run_smoke(params: dict[str, Any], seed: int) -> ExperimentResult:
+    """The smoke notebook's training run (its RunConfig, nothing written) for these parameters and this seed."""
+    rest = {k: params[k] for k in ("max_new_tokens", "lr_warmup_steps", "reward")}
+    return run_experiment(params["kl_coef"], params["batch_size"], steps=params["steps"], seed=seed, **rest)
+
+
+def history_difference(live: list[dict[str, float]], stored: ExperimentResult, digits: int = 6) -> float:
+    """same_run for a plain history (e.g. train(...).history): the largest difference from a stored run's metrics."""
+    return same_run(ExperimentResult(stored.kl_coef, stored.batch_size, stored.steps, stored.seed, live, [], []),
+                    stored, digits)
+
+
+def smoke_seed_runs(params: dict[str, Any], history: list[dict[str, float]], seed: int,
+                    path: str | Path = SMOKE_SEEDS_PATH) -> tuple[list[ExperimentResult], str]:
+    """The stored smoke runs (one per seed) when `params` are the ones they ran at, and one line on how this run
+    (`history` at `seed`) compares with its stored twin; ([], why) when the parameters differ."""
+    raw = json.loads(Path(path).read_text())
+    wanted = {k: params[k] for k in SMOKE_PARAMS}
+    if raw["params"] != wanted:
+        changed = ", ".join(f"{k} {wanted[k]!r} (stored: {raw['params'][k]!r})" for k in SMOKE_PARAMS
+                            if wanted[k] != raw["params"][k])
+        return [], f"no stored seeds to compare: they ran at the notebook's defaults, and this run changed {changed}"
+    runs = [result_from_dict(d) for d in raw["runs"]]
+    twin = next((r for r in runs if r.seed == seed), None)
+    seeds = ", ".join(str(r.seed) for r in runs)
+    if twin is None:
+        return runs, f"stored seeds {seeds} ({Path(path).name}); seed {seed} is not among them"
+    diff = history_difference(history, twin)
+    same = "the same run, step for step" if diff == 0 else f"NOT the same run: metrics differ by up to {diff:.3g}"
+    return runs, f"stored seeds {seeds} ({Path(path).name}); this run against the stored seed {seed}: {same}"
+
+
+def seeds_table(results: list[ExperimentResult], last: int = 5):
+    """One row per seed: the score at step 1, score and KL averaged over the last `last` steps, the lowest and the
+    largest KL of one step (and its step), the entropy's range, and how many diagnostics warnings the run printed."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        h, tail = r.history, r.history[-last:]
+        big = max(h, key=lambda x: x["objective/kl"])
+        ent = [x["policy/entropy"] for x in h]
+        rows.append({"seed": r.seed, "score at step 1": h[0]["objective/scores"],
+                     f"score, last {last}": sum(x["objective/scores"] for x in tail) / len(tail),
+                     f"KL, last {last}": sum(x["objective/kl"] for x in tail) / len(tail),
+                     "lowest KL": min(x["objective/kl"] for x in h), "largest KL": big["objective/kl"],
+                     "at step": big["step"],
+                     "entropy min": min(ent), "entropy max": max(ent), "warnings": len(r.warnings)})
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def largest_kl_step(results: list[ExperimentResult], first: int) -> tuple[int, int]:
+    """(seed, step) of the largest one-step KL among the first `first` steps of these runs."""
+    r, h = max(((r, h) for r in results for h in r.history[:first]), key=lambda rh: rh[1]["objective/kl"])
+    return r.seed, int(h["step"])
+
+
+def replay_step_kl(cfg: RunConfig, step: int, top: int = 3) -> dict[str, Any]:
+    """Replay a run (`cfg`, nothing written) up to `step` and return that step's per-completion KL: the batch mean
+    (the logged objective/kl), the `top` completions with the largest Σ_t log π/ρ, and the mean without them.
+
+    The rollout is the one ppo_step drew (its sampler is wrapped to keep it); the log-ratios are scored with a copy
+    of the policy taken before that step's update, as ppo_step scores them."""
+    import copy
+
+    from ..kl import kl_k1
+    from ..policy import forward_tokens
+    from ..train import ppo_step, setup
+
+    state = setup(cfg)
+    for _ in range(step - 1):
+        ppo_step(state)
+    before, kept = copy.deepcopy(state.policy), {}
+
+    def keep(*args, **kwargs):
+        kept["ro"] = sample(*args, **kwargs)
+        return kept["ro"]
+
+    state.sampler = keep
+    metrics, _ = ppo_step(state)
+    ro = kept["ro"]
+    ids, attn, P, mask = ro.query_responses, ro.attention_mask, ro.context_length, ro.completion_mask.float()
+    with torch.no_grad():
+        logp = forward_tokens(before, ids, attn, P, cfg.temperature)[0]
+        ref_logp = forward_tokens(state.ref, ids, attn, P, cfg.temperature)[0]
+    seq_kl = (kl_k1(logp, ref_logp) * mask).sum(1)  # (B,)
+    order = seq_kl.argsort(descending=True).tolist()
+    rest = order[top:]
+    return {"step": step, "logged": metrics["objective/kl"], "mean": float(seq_kl.mean()),
+            "mean without top": float(seq_kl[rest].mean()) if rest else float("nan"),
+            "top": [{"prompt": ro.prompts[i], "completion": ro.completions[i], "KL": float(seq_kl[i]),
+                     "tokens": int(mask[i].sum())} for i in order[:top]]}
+
+
+# ------------------------------------------------------------------ lesson 04: the adaptive KL controller in a real run
+
+def controller_table(histories: dict[Any, list[dict[str, float]]], target: float, last: int = 20):
+    """One row per run (label: its history): β at the first step, its lowest value and step, β at the last step,
+    the first step whose KL was above the target and how many were, and the KL averaged over the last `last` steps."""
+    import pandas as pd
+
+    rows = []
+    for label, h in histories.items():
+        low = min(h, key=lambda r: r["objective/kl_coef"])
+        tail = h[-last:]
+        rows.append({"run": label, "β at step 1": h[0]["objective/kl_coef"], "lowest β": low["objective/kl_coef"],
+                     "at step": low["step"], f"β at step {h[-1]['step']}": h[-1]["objective/kl_coef"],
+                     "first step KL > target": next((r["step"] for r in h if r["objective/kl"] > target), None),
+                     "steps with KL > target": sum(r["objective/kl"] > target for r in h),
+                     f"KL, last {last} steps": sum(r["objective/kl"] for r in tail) / len(tail)})
+    return pd.DataFrame(rows).set_index("run")
