@@ -219,3 +219,145 @@ def test_trl_has_no_ppo_any_more():
     assert not hasattr(trl, "PPOTrainer") and not hasattr(trl, "AutoModelForCausalLMWithValueHead")
     assert importlib.util.find_spec("trl.experimental.ppo") is None
     assert "no PPO" in UNMAPPED["advantage=gae"] and "experimental.ppo" not in UNMAPPED["advantage=gae"]
+
+
+# ---- lesson 07's ruler: sampler = scorer, TRL's logged kl from per-token log-probs, TRL facts in the installed source ----
+
+def _generate_vs_forward(model, tok, prompts):
+    """max |log-prob generate() sampled each token from − rlhf_nb's forward_tokens on the same ids| over real tokens."""
+    from rlhf_nb.policy import forward_tokens
+
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+    out = model.generate(**enc, max_new_tokens=5, do_sample=True, top_k=0, return_dict_in_generate=True,
+                         output_scores=True, pad_token_id=tok.pad_token_id)
+    P = enc["input_ids"].size(1)
+    new = out.sequences[:, P:]
+    sampled = torch.stack(out.scores, 1).log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)
+    attn = torch.cat([enc["attention_mask"], torch.ones_like(new)], 1)  # 5 tokens, no EOS needed for the comparison
+    with torch.no_grad():
+        scored = forward_tokens(model, out.sequences, attn, P, entropy=False)[0]
+    return float((sampled - scored).abs().max())
+
+
+def test_position_fix_keeps_the_signature_so_generate_samples_where_training_scores():
+    """generate() builds mask-derived position_ids only for a forward whose signature names them, and passes a KV cache
+    from its first call: a bare (*args, **kwargs) wrapper made TRL sample left-padded rows at shifted positions while
+    the patched training forward scored them at the right ones (per-token k3 up to 2e7 in lesson 07's runs)."""
+    import inspect
+
+    from rlhf_nb.bridges.trl import positions_from_mask
+    from rlhf_nb.policy import load_policy
+
+    prompts = ["The cast", "Honestly, I thought the acting in this film was"]
+    model, tok = load_policy()
+    positions_from_mask(model)
+    assert "position_ids" in inspect.signature(model.forward).parameters
+    assert _generate_vs_forward(model, tok, prompts) < 1e-4
+
+    bare, tok = load_policy()  # the old wrapper: same body, signature hidden
+    orig = bare.forward
+    bare.forward = lambda *a, **k: orig(*a, **k)
+    assert _generate_vs_forward(bare, tok, prompts) > 0.1  # the padded row is sampled at shifted positions
+
+
+def test_per_sequence_kl_and_trl_logged_kl():
+    from rlhf_nb.bridges.trl import per_sequence_kl, trl_logged_kl
+    from rlhf_nb.kl import kl_k3
+
+    logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -3.0, -1.0]])
+    ref = torch.tensor([[-1.5, -1.0, 0.0], [-0.5, -2.0, -4.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    assert per_sequence_kl(logp, ref, mask, "k1").tolist() == pytest.approx([0.5 - 1.0, 0.0 - 1.0 + 3.0])
+    k3 = kl_k3(logp, ref) * mask
+    assert per_sequence_kl(logp, ref, mask, "k3").tolist() == pytest.approx(k3.sum(1).tolist())
+    assert trl_logged_kl(logp, ref, mask) == pytest.approx(float(k3.sum() / 5))  # token mean: 5 tokens
+    old = logp - 0.2 * mask
+    assert trl_logged_kl(logp, ref, mask, old) == pytest.approx(float((k3 * torch.exp(logp - old)).sum() / 5))
+    # the token mean times the mean length is the mean over sequences of Σ_t k3
+    assert trl_logged_kl(logp, ref, mask) * float(mask.sum(1).mean()) == pytest.approx(
+        float(per_sequence_kl(logp, ref, mask, "k3").mean()))
+
+
+def test_measure_kl_is_zero_against_itself_and_one_ruler_for_both():
+    from rlhf_nb.bridges.trl import measure_kl
+    from rlhf_nb.policy import load_policy, make_reference
+
+    model, tok = load_policy()
+    ref = make_reference(model)
+    m = measure_kl(model, ref, tok, ["The plot was", "This film"] * 2, 6, generator=torch.Generator().manual_seed(0))
+    assert m["k1"].abs().max() == 0 and m["k3"].abs().max() == 0 and m["length"].min() >= 1
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    m = measure_kl(model, ref, tok, ["The plot was", "This film"] * 2, 6, generator=torch.Generator().manual_seed(0))
+    assert (m["k3"] >= 0).all() and m["k1"].shape == (4,)
+
+
+def test_top_k3_tokens_finds_the_largest_term():
+    from rlhf_nb.bridges.trl import top_k3_tokens
+    from rlhf_nb.policy import load_policy
+
+    _, tok = load_policy()
+    ids = tok(["The plot was great", "The film"], add_special_tokens=False)["input_ids"]
+    rec = {"step": 3, "prompt_ids": torch.tensor([[1] + ids[1][:1], ids[1][:2]]), "prompt_mask": torch.tensor([[0, 1], [1, 1]]),
+           "completion_ids": torch.tensor([ids[0][:2], ids[0][2:4]]), "mask": torch.ones(2, 2),
+           "logp": torch.tensor([[-1.0, -6.0], [-0.5, -0.1]]), "logp_old": None,
+           "ref_logp": torch.tensor([[-1.0, -1.0], [-0.6, -0.1]])}
+    top = top_k3_tokens([rec], tok, n=2)
+    assert top[0]["step"] == 3 and top[0]["log π"] == -6.0 and top[0]["log ρ"] == -1.0
+    assert top[0]["k3"] == pytest.approx(float(torch.tensor(5.0).exp()) - 5 - 1)
+    assert top[0]["token"] == tok.decode(ids[0][1:2]) and len(top) == 2
+    assert 0.99 < top[0]["share of step's kl"] < 1.0
+
+
+def test_source_lines_point_at_the_installed_code():
+    from rlhf_nb.bridges.trl import source_lines
+
+    lines = source_lines(torch.nn.functional.log_softmax, "def log_softmax")
+    assert len(lines) == 1 and lines[0].startswith("torch/nn/functional.py:")
+
+
+def test_every_trl_fact_is_in_the_installed_source():
+    """TRL_FACTS (quoted by lesson 07 and docs/trl_bridge.md) name fragments of TRL/transformers code: fail when an
+    upgrade moves one, so a claim never outlives the code that showed it."""
+    trl = pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+    from rlhf_nb.bridges.trl import config_defaults, trl_evidence
+
+    rows = trl_evidence()
+    assert rows and [r for r in rows if r["file:line"] == "NOT FOUND"] == []
+    d = config_defaults(trl.GRPOConfig, ["loss_type", "beta", "learning_rate", "bf16", "use_bias_correction_kl"])
+    assert d == {"loss_type": "dapo", "beta": 0.0, "learning_rate": 1e-6, "bf16": True, "use_bias_correction_kl": True}
+
+
+@pytest.mark.slow
+def test_probe_recomputes_trl_logged_kl_from_per_token_logprobs(model_dir, tmp_path):
+    """LogProbProbe on a real GRPOTrainer, two passes per rollout: TRL's logged kl is the package's trl_logged_kl of
+    TRL's recorded tensors and of rlhf_nb's forward on the same ids; generate() sampled from the scored distribution."""
+    pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+    from rlhf_nb.bridges.trl import LogProbProbe, StepTimer, make_trl_trainer, per_sequence_kl, trl_logged_kl, trl_rows
+    from rlhf_nb.course.checks import check_trl_logged_kl
+
+    cfg = _cfg(model_dir, "grpo", num_minibatches=1, ppo_epochs=2, kl_coef=0.05, learning_rate=3e-3)
+    timer = StepTimer.make()
+    trainer = make_trl_trainer(cfg, algo="grpo", output_dir=str(tmp_path), callbacks=[timer])
+    probe = LogProbProbe(trainer)
+    trainer.train()
+    recs = probe.records
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert [log["kl"] for log in timer.logs if "kl" in log] == [r["kl_logged"] for r in recs]
+    for r in recs:
+        m = r["mask"].bool()
+        assert trl_logged_kl(r["logp"], r["ref_logp"], r["mask"], r["logp_old"]) == pytest.approx(r["kl_logged"], abs=1e-6)
+        assert torch.allclose(r["kit_logp"][m], r["logp"][m], atol=1e-4)
+        assert torch.allclose(r["kit_ref_logp"][m], r["ref_logp"][m], atol=1e-4)
+        assert torch.allclose(r["logp_sampled"][m], (r["logp"] if r["logp_old"] is None else r["logp_old"])[m], atol=1e-4)
+    assert torch.equal(recs[1]["kit_logp_old"], recs[0]["kit_logp"])  # pass 2 reuses pass 1's batch: π_old
+    assert not torch.allclose(recs[1]["kit_logp"], recs[1]["kit_logp_old"])  # the weights moved in between
+    assert check_trl_logged_kl(lambda lp, old, ref, mask: trl_logged_kl(lp, ref, mask, old), probe.kit_batches())
+    rows = trl_rows(timer, cfg, probe)
+    first = recs[0]
+    assert rows[0]["kl_k1_seq"] == pytest.approx(float(per_sequence_kl(first["logp_old"], first["ref_logp"],
+                                                                       first["mask"]).mean()))
+    assert rows[0]["kl_k3_seq"] == rows[0]["kl_seq"]

@@ -7,7 +7,9 @@ Optional extra: `pip install -e .[trl]` (trl, accelerate, datasets). TRL is impo
     trainer.train()
 
 KNOB_MAP says where each RunConfig field goes; UNMAPPED lists the fields TRL's GRPO/RLOO have no counterpart for.
-docs/trl_bridge.md explains every difference between the two implementations.
+docs/trl_bridge.md explains every difference between the two implementations. LogProbProbe, trl_logged_kl,
+per_sequence_kl, measure_kl and top_k3_tokens measure both systems' KL with one ruler; TRL_FACTS / trl_evidence point
+each claim about TRL at the installed source (lesson 07).
 
 There is no PPO here because TRL 1.16 has none: PPOTrainer moved to `trl.experimental.ppo` (TRL PR 4482) and was
 deleted with the value-head models (PR 7020, 2026-09). PPO with a value head is rlhf_nb's own `train.py`.
@@ -372,8 +374,9 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
     reward: an rlhf_nb reward callable(prompts, completions) -> (B,) tensor; None: cfg's reward (and reward model).
     offline: set HF_HUB_OFFLINE=1 (default: when the model is a local folder).
     fix_position_ids: patch the policy and reference so TRL's forward passes get mask-derived position ids
-    (see `positions_from_mask`). On by default: without it, left-padded GPT-2 prompts are scored at shifted
-    positions and TRL's KL spikes to hundreds of nats (measured: up to 953 per sequence in 15 steps; 0.18 with it).
+    (see `positions_from_mask`). On by default: without it, left-padded GPT-2 prompts are sampled at one set of
+    positions and scored at another, and TRL's logged k3 explodes on the tokens that differ (lesson 07's setting,
+    60 steps: up to 256,018 nats per sequence; with it, sampling and training log-probs agree to 1e-5).
 
     Every check that can fail runs before a folder is made or a model loads: the knobs TRL lacks, the device, the
     model's config and safetensors headers, the output folder; each fails with one ValueError/OSError line. If
