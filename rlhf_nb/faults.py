@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import random
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -83,9 +84,9 @@ def _dropout_on(s: TrainState, p: float = 0.1) -> None:
 
 
 def k1_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
-            bias_correction: bool = True) -> torch.Tensor:
+            bias_correction: bool = True, aggregate: Callable = masked_mean) -> torch.Tensor:
     """The broken KL loss term: token mean of k1 = log π_θ − log ρ on tokens sampled from π_θ (zero-mean gradient)."""
-    return masked_mean(kl_estimate(logp_new, ref_logp, "k1"), mask)
+    return aggregate(kl_estimate(logp_new, ref_logp, "k1"), mask)
 
 
 def _k1_in_loss(s: TrainState) -> None:
@@ -129,7 +130,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("topk_logprob_mismatch", _topk_logprob_mismatch, "huggingface/trl#925, #1857 (TRL's FAQ: negative KL)",
           "objective/kl", "negative-kl", {}),
     Fault("pad_is_eos", _pad_is_eos, "huggingface/trl#1623", "rollout/completion_len",
-          "completions-never-stop", {}),
+          "eos-masked-out-of-the-loss", {}),
     Fault("no_position_ids", _no_position_ids, "huggingface/trl#469, #6800; OpenRLHF#217", "loss/kl",
           "kl-spike", GRPO_AS_TRL),
     Fault("dropout_on", _dropout_on, "huggingface/trl#925, #1005 (negative KL only with PEFT: LoRA dropout)",
@@ -175,15 +176,18 @@ class FaultRun:
     history: list[dict[str, float]]
     warnings: list[str]
     samples: dict[str, list]
+    state: TrainState | None = field(default=None, repr=False)  # the trained state, when run(keep_state=True)
 
     def column(self, key: str) -> list[float]:
         return [r.get(key) for r in self.history]
 
 
-def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **params: Any) -> FaultRun:
+def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, keep_state: bool = False,
+        **params: Any) -> FaultRun:
     """train(cfg) with `fault` applied when given; nothing written to disk, the trainer's warnings captured.
 
-    reward_fn: a reward to use instead of the one cfg.reward names (set before the fault, which may wrap it)."""
+    reward_fn: a reward to use instead of the one cfg.reward names (set before the fault, which may wrap it).
+    keep_state: keep the trained TrainState (policy, reference, tokenizer) on the result, to inspect the policy."""
     err, last = io.StringIO(), {}
     with contextlib.redirect_stderr(err):
         state = setup(cfg)
@@ -192,22 +196,26 @@ def run(cfg, fault: str | None = None, reward_fn: Callable | None = None, **para
         if fault:
             get(fault).apply(state, **params)
         res = train(cfg, write_run=False, state=state, callback=lambda step, m, s: last.update(s))
-    return FaultRun(res.history, res.warnings, last)
+    return FaultRun(res.history, res.warnings, last, state if keep_state else None)
 
 
-AGGREGATES = {"mean": statistics.fmean, "max": max, "min": min, "first": lambda v: v[0], "last": lambda v: v[-1]}
+AGGREGATES = {"mean": statistics.fmean, "max": max, "min": min, "first": lambda v: v[0], "last": lambda v: v[-1],
+              "absmax": lambda v: max(abs(x) for x in v)}
 
 
-def table(runs: dict[str, FaultRun], rows: dict[str, tuple[str, str, int, int | None]], digits: int = 3):
+def table(runs: dict[str, FaultRun], rows: dict[str, tuple[str | Callable, str, int, int | None]], digits: int = 3):
     """A healthy-vs-broken table: one column per run; each row (metric, how, first step, last step) aggregates
-    metric over steps first..last (1-based, inclusive; None: to the end) with how in mean, max, min, first, last."""
+    metric over steps first..last (1-based, inclusive; None: to the end) with how in mean, max, min, first, last,
+    absmax (the largest |value|). metric is a logged name, or a function of the run that returns one value per step
+    (e.g. `k1_identity_gap`)."""
     import pandas as pd
 
     out = {}
     for name, r in runs.items():
         col = {}
         for label, (key, how, first, last) in rows.items():
-            vals = [x for x in r.column(key)[first - 1:last] if x is not None]
+            per_step = key(r) if callable(key) else r.column(key)
+            vals = [x for x in per_step[first - 1:last] if x is not None]
             col[label] = round(float(AGGREGATES[how](vals)), digits) if vals else float("nan")
         out[name] = col
     return pd.DataFrame(out)
@@ -235,26 +243,164 @@ def logged_kl(logits: torch.Tensor, ref_logits: torch.Tensor, top_k: int = 0) ->
     return float((q * (logp - ref_logp)).sum())
 
 
+def kl_at_first_token(state: TrainState, prompts: list[str], top_k: int = 5) -> dict[str, list[float]]:
+    """Exactly, at the first completion token of each prompt, for a (trained) state's policy π and reference ρ:
+    "logged k1" = E_{y~top-k(π)}[log π(y) − log ρ(y)], what the loop logs when it samples top-k, and
+    "KL(π‖ρ)" = the same expectation with y ~ π. Which is larger says which way top-k moved the logged number."""
+    lm = getattr(state.policy, "lm", state.policy)
+    out: dict[str, list[float]] = {"logged k1": [], "KL(π‖ρ)": []}
+    with torch.no_grad():
+        for p in prompts:
+            ids = state.tokenizer(p, return_tensors="pt", add_special_tokens=False)["input_ids"].to(state.device)
+            z, z_ref = lm(ids).logits[0, -1].float(), state.ref(ids).logits[0, -1].float()  # (V,) each
+            out["logged k1"].append(logged_kl(z, z_ref, top_k=top_k))
+            out["KL(π‖ρ)"].append(logged_kl(z, z_ref))
+    return out
+
+
+def k1_identity_gap(r: FaultRun) -> list[float | None]:
+    """Per step, loss/kl − objective/kl ÷ rollout/completion_len (None where loss/kl is not logged).
+
+    objective/kl is the per-completion sum of k1 = log π − log ρ averaged over completions, and completion_len the mean
+    number of tokens in the mask, so their ratio is the token mean of k1: when the KL loss term is k1 on the same
+    tokens (`k1_in_loss`, one update per batch) the gap is 0 at every step; k3's token mean is another number."""
+    out = []
+    for row in r.history:
+        lk, kl, n = row.get("loss/kl"), row.get("objective/kl"), row.get("rollout/completion_len")
+        out.append(None if lk is None or lk != lk or not n else lk - kl / n)
+    return out
+
+
+def entropy_without_eos(metrics: dict[str, float]) -> float:
+    """What policy/entropy (a token mean over the completion mask) would read once every EOS leaves the mask, if each
+    EOS is drawn with entropy 0: the same sum over f fewer tokens per completion, H·L/(L − f), from one step's metrics
+    with the EOS in the mask: H = policy/entropy, L = rollout/completion_len, f = rollout/eos_frac."""
+    h, n, f = metrics["policy/entropy"], metrics["rollout/completion_len"], metrics["rollout/eos_frac"]
+    return h * n / (n - f)
+
+
 # ------------------------------------------------------------------ lesson 10's diagnosis exercise
 
 HEALTHY = "healthy"  # the answer for a run with no fault
-# label -> (fault or HEALTHY, the fault's demo config with these overrides); seeds differ from the lesson's sections
-MYSTERY: dict[str, tuple[str, dict[str, Any]]] = {
-    "A": ("dropout_on", {"seed": 2, "learning_rate": 3e-4}),
-    "B": ("grpo_same_scores", {"seed": 2}),
-    "C": (HEALTHY, {"seed": 1, **GRPO_AS_TRL}),
-    "D": ("lr_x30", {"seed": 1}),
-    "E": ("no_position_ids", {"seed": 1}),
-}
+MYSTERY_STEPS = 6
+MYSTERY_LABELS = ("A", "B", "C", "D", "E", "F")
+# the exercise's runs before the shuffle. pad_is_eos comes with a healthy twin (same config and seed): next to it, and
+# only there, its logs show it. The others run in their demo config, dropout_on at the usual learning rate.
+_MYSTERY_CASES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("pad_is_eos", {}), (HEALTHY, {}), ("k1_in_loss", {}), ("no_position_ids", {}),
+    ("dropout_on", {"learning_rate": 3e-4}), ("lr_x30", {}))
+_MYSTERY_SALT = "rlhf_nb lesson 10: which run is which"
 
 
-def mystery_runs(steps: int = 6) -> dict[str, FaultRun]:
-    """The runs of the diagnosis exercise, by label; their warnings are kept out of sight (that is the exercise)."""
-    runs = {}
-    for label, (name, overrides) in MYSTERY.items():
-        if name == HEALTHY:
-            cfg = demo_config("lr_x30", **{"steps_per_epoch": steps, **overrides})  # the plain tiny config
-            runs[label] = run(cfg)
+def _mystery_key() -> dict[str, tuple[str, Any]]:
+    """label -> (fault or HEALTHY, its RunConfig), drawn by a seeded shuffle: which label holds which fault, and the
+    seeds (3-99, none of the lesson's), are printed nowhere; the checker (course.checks.check_diagnosis) reads them."""
+    rng = random.Random(_MYSTERY_SALT)
+    seeds = rng.sample(range(3, 100), len(_MYSTERY_CASES) - 1)
+    seeds = [seeds[0]] + seeds  # the healthy twin shares pad_is_eos's seed
+    order = list(range(len(_MYSTERY_CASES)))
+    rng.shuffle(order)
+    key = {}
+    for label, i in zip(MYSTERY_LABELS, order):
+        name, overrides = _MYSTERY_CASES[i]
+        demo = "pad_is_eos" if name == HEALTHY else name
+        key[label] = (name, demo_config(demo, seed=seeds[i], steps_per_epoch=MYSTERY_STEPS, **overrides))
+    return key
+
+
+def mystery_runs() -> dict[str, FaultRun]:
+    """The runs of the diagnosis exercise, by label: metrics and samples only (the trainer's warnings would name the
+    fault; that is the exercise)."""
+    out = {}
+    for label, (name, cfg) in _mystery_key().items():
+        r = run(cfg, None if name == HEALTHY else name)
+        out[label] = FaultRun(r.history, [], r.samples)
+    return out
+
+
+def twin(label: str, runs: dict[str, FaultRun]) -> str | None:
+    """The other run that sampled the same completions at step 1 (same config and seed: the policy is still the
+    reference, so objective/scores, its std and rollout/eos_frac agree to the last digit), or None."""
+    keys = ("objective/scores", "objective/scores_std", "rollout/eos_frac")
+    mine = runs[label].history[0]
+    for other, r in runs.items():
+        first = r.history[0]
+        if other != label and first["objective/kl"] == mine["objective/kl"] == 0 and \
+                all(first[k] == mine[k] for k in keys):
+            return other
+    return None
+
+
+def diagnose(runs: dict[str, FaultRun]) -> dict[str, str]:
+    """A careful reader's diagnosis of each run from its logged metrics alone (the exercise's solution), in this
+    order: no gradient; step 1 not exact; a k3 spike; an update too large; a KL loss that is k1; EOS out of the mask
+    (against a twin); else healthy. The thresholds are rlhf_nb.diagnostics' ones."""
+    from . import diagnostics as d
+
+    out = {}
+    for label, r in runs.items():
+        first = r.history[0]
+        loss_kl = [x for x in r.column("loss/kl") if x is not None and x == x]
+        gaps = [g for g in k1_identity_gap(r) if g is not None]
+        mate = twin(label, runs)
+        if all(g <= d.GRAD_ZERO for g in r.column("policy/grad_norm")):
+            out[label] = "grpo_same_scores"
+        elif abs(first["objective/kl"]) > d.FIRST_STEP_KL:
+            out[label] = "dropout_on"
+        elif loss_kl and max(loss_kl) > d.KL_LOSS_MAX:
+            out[label] = "no_position_ids"
+        elif first["policy/approx_kl"] > d.APPROX_KL_MAX:
+            out[label] = "lr_x30"
+        elif gaps and any(loss_kl) and max(abs(g) for g in gaps) < 1e-5:
+            out[label] = "k1_in_loss"
+        elif mate and first["rollout/completion_len"] < runs[mate].history[0]["rollout/completion_len"]:
+            out[label] = "pad_is_eos"
         else:
-            runs[label] = run(demo_config(name, **{"steps_per_epoch": steps, **overrides}), name)
-    return runs
+            out[label] = HEALTHY
+    return out
+
+
+def clue(fault: str, label: str, runs: dict[str, FaultRun]) -> str:
+    """What in run `label`'s logged metrics shows `fault` (or that it is healthy), with the run's own numbers."""
+    r = runs[label]
+    first, col = r.history[0], r.column
+    if fault == "grpo_same_scores":
+        return "policy/grad_norm is exactly 0 at every step: every advantage is 0"
+    if fault == "dropout_on":
+        return (f"objective/kl = {first['objective/kl']:.3f} and policy/ratio = {first['policy/ratio']:.3f} at step 1, "
+                "before any update, where a healthy run reads exactly 0 and 1")
+    if fault == "no_position_ids":
+        lk = col("loss/kl")
+        k = max(range(len(lk)), key=lambda i: lk[i])
+        return (f"loss/kl (k3) jumps to {lk[k]:.4g} at step {k + 1} (healthy: below ~0.1), while objective/kl "
+                f"reads {col('objective/kl')[k]:.3f}")
+    if fault == "lr_x30":
+        return (f"policy/approx_kl = {first['policy/approx_kl']:.3g} at step 1 (healthy: below ~0.05), "
+                f"policy/clipfrac {first['policy/clipfrac']:.2f}")
+    if fault == "k1_in_loss":
+        row = r.history[-1]
+        why = (f"loss/kl is objective/kl ÷ rollout/completion_len at every step (step {row['step']}: "
+               f"{row['loss/kl']:.4f} = {row['objective/kl']:.4f} / {row['rollout/completion_len']:.3f}): the KL "
+               "loss term is the logged k1 itself")
+        lk = col("loss/kl")
+        k = min(range(len(lk)), key=lambda i: lk[i])
+        return why + (f", and it reads {lk[k]:.3f} at step {k + 1}, which k3 ≥ 0 never can" if lk[k] < 0 else "")
+    mate = twin(label, runs)
+    if fault == "pad_is_eos":
+        if mate is None:
+            return f"look at {FAULTS[fault].metric} and policy/entropy against a healthy run with the same seed"
+        h, m = first, runs[mate].history[0]
+        fewer = m["rollout/completion_len"] - h["rollout/completion_len"]
+        return (f"it sampled what run {mate} sampled at step 1 (objective/scores {h['objective/scores']:.3f}, "
+                f"rollout/eos_frac {h['rollout/eos_frac']:.3f} in both) but has {fewer:.3f} "
+                f"fewer tokens in the loss (rollout/completion_len {h['rollout/completion_len']:.3f} against "
+                f"{m['rollout/completion_len']:.3f}) and a higher policy/entropy ({h['policy/entropy']:.3f} against "
+                f"{m['policy/entropy']:.3f}; H·L/(L − f) = {entropy_without_eos(m):.3f}): "
+                "every EOS, a token of entropy ≈ 0, left the mask")
+    if fault == HEALTHY:
+        lk = [x for x in col("loss/kl") if x is not None and x == x]
+        why = (f"objective/kl exactly 0 at step 1, policy/approx_kl at most {max(col('policy/approx_kl')):.3f}, "
+               "policy/grad_norm above 0" + (f", loss/kl at most {max(lk):.3f}" if lk else ""))
+        return why + (f"; run {mate} sampled the same completions at step 1 and is the one with tokens missing"
+                      if mate else "")
+    return f"look at {FAULTS[fault].metric}"

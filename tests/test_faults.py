@@ -84,6 +84,9 @@ def test_pad_is_eos_takes_the_eos_out_of_the_loss():
     assert h["rollout/eos_frac"] == b["rollout/eos_frac"] > 0  # the same samples ...
     # ... but every completion that stopped has one token fewer in the mask: its EOS gets no gradient
     assert b["rollout/completion_len"] == pytest.approx(h["rollout/completion_len"] - h["rollout/eos_frac"])
+    # ... and the logged entropy rises: the EOS (entropy ~0) leaves the token mean, H -> H·L/(L - f)
+    assert b["policy/entropy"] == pytest.approx(faults.entropy_without_eos(h), rel=1e-4)
+    assert b["objective/scores"] == h["objective/scores"]  # same samples at step 1: the twin clue
 
 
 def test_mask_out_eos_keeps_a_bare_eos():
@@ -119,6 +122,10 @@ def test_k1_in_the_loss_has_no_expected_gradient_and_the_kl_drifts():
     healthy, broken = pair("k1_in_loss")  # GRPO with beta = 2 in the loss: k3 (as TRL) vs k1
     last = lambda r: statistics.mean(r.column("objective/kl")[-5:])  # noqa: E731
     assert last(broken) > 5 * max(last(healthy), 0.1)
+    # the logs tell the terms apart: k1's token mean is the logged k1 per token, k3's is another number, never < 0
+    assert max(abs(g) for g in faults.k1_identity_gap(broken)) < 1e-5
+    assert max(abs(g) for g in faults.k1_identity_gap(healthy)) > 1e-3
+    assert min(healthy.column("loss/kl")) >= 0.0
 
 
 def test_lr_x30_explodes_approx_kl_and_clipfrac_then_collapses_entropy():
@@ -155,19 +162,93 @@ def test_same_score_in_a_group_zeroes_every_advantage():
 def test_lesson_10_checkers(capsys):
     from rlhf_nb.course import checks
 
-    truth = {label: name for label, (name, _) in faults.MYSTERY.items()}
-    assert checks.check_diagnosis(truth) is True
+    key = {label: name for label, (name, _) in faults._mystery_key().items()}
+    assert checks.check_diagnosis(key) is True
     assert "✅ correct" in capsys.readouterr().out
-    swapped = {**truth, "A": truth["B"], "B": truth["A"]}
+    a, b = list(key)[:2]
+    swapped = {**key, a: key[b], b: key[a]}
     assert checks.check_diagnosis(swapped) is False
     out = capsys.readouterr().out
-    assert "❌ wrong" in out and "run A is not" in out and faults.get(truth["A"]).metric in out
+    assert "❌ wrong" in out and f"run {a} ❌ not {key[b]} but {key[a]}" in out and "4 of 6 right" in out
     assert checks.check_diagnosis(None) is False and "⏳" in capsys.readouterr().out
-    assert checks.check_diagnosis({**truth, "A": "gremlins"}) is False and "names no fault" in capsys.readouterr().out
+    assert checks.check_diagnosis({**key, a: "gremlins"}) is False and "names no fault" in capsys.readouterr().out
+    assert checks.check_diagnosis({"A": "healthy"}) is False and "keys are exactly" in capsys.readouterr().out
     assert checks.check_expected_kl_gradient(faults.expected_kl_loss_gradient) is True
     assert checks.check_expected_kl_gradient(lambda z, r, est: torch.zeros_like(z)) is False  # right for k1 only
     assert checks.check_expected_kl_gradient(lambda z, r, est: None) is False
     assert "⏳" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_the_mystery_key_is_hidden_shuffled_and_pairs_pad_is_eos_with_a_healthy_twin():
+    key = faults._mystery_key()
+    assert key == faults._mystery_key() and tuple(key) == faults.MYSTERY_LABELS  # drawn the same way every time
+    names = [name for name, _ in key.values()]
+    assert sorted(names) == sorted(name for name, _ in faults._MYSTERY_CASES)
+    assert names != [name for name, _ in faults._MYSTERY_CASES]  # shuffled
+    seeds = {name: cfg.seed for name, cfg in key.values()}
+    assert not {0, 1, 2} & set(seeds.values())  # none of the lesson's seeds
+    assert seeds["pad_is_eos"] == seeds[faults.HEALTHY] and len(set(seeds.values())) == len(seeds) - 1
+    cfgs = {name: cfg for name, cfg in key.values()}
+    assert cfgs["pad_is_eos"] == cfgs[faults.HEALTHY]  # twins: same config, same seed
+
+
+def test_the_mystery_runs_show_their_clues_and_the_solution_finds_every_fault(capsys):
+    """The blind exercise works on the drawn seeds: each run's clue is in its logs, and faults.diagnose reads them."""
+    from rlhf_nb.course import checks
+
+    runs = faults.mystery_runs()
+    key = {label: name for label, (name, _) in faults._mystery_key().items()}
+    assert all(r.warnings == [] and r.state is None for r in runs.values())  # nothing names the fault
+    assert faults.diagnose(runs) == key
+    by_name = {name: label for label, name in key.items()}
+    pad, twin = by_name["pad_is_eos"], by_name[faults.HEALTHY]
+    assert faults.twin(pad, runs) == twin and faults.twin(twin, runs) == pad
+    assert all(faults.twin(label, runs) is None for label in key if label not in (pad, twin))
+    h, b = runs[twin].history[0], runs[pad].history[0]
+    assert b["rollout/completion_len"] == pytest.approx(h["rollout/completion_len"] - h["rollout/eos_frac"])
+    assert b["policy/entropy"] == pytest.approx(faults.entropy_without_eos(h), rel=1e-4)
+    assert max(abs(g) for g in faults.k1_identity_gap(runs[by_name["k1_in_loss"]])) < 1e-5
+    assert checks.check_diagnosis(faults.diagnose(runs), runs) is True
+    out = capsys.readouterr().out
+    assert "6 of 6 right" in out and f"it sampled what run {twin} sampled at step 1" in out
+    assert all(f"run {label} ✅ {name}: " in out for label, name in key.items())
+
+
+def test_k1_identity_gap_reads_the_logged_metrics():
+    row = {"objective/kl": 0.6, "rollout/completion_len": 6.0}
+    steps = [{**row, "loss/kl": 0.1}, {**row, "loss/kl": 0.15}, row, {**row, "loss/kl": float("nan")}]
+    r = faults.FaultRun(steps, [], {})
+    assert faults.k1_identity_gap(r) == [pytest.approx(0.0), pytest.approx(0.05), None, None]  # None: no loss/kl
+    assert faults.table({"r": r}, {"gap": (faults.k1_identity_gap, "absmax", 1, None)})["r"]["gap"] == 0.05
+
+
+def test_entropy_without_eos_is_the_same_sum_over_fewer_tokens():
+    # two completions: 3 tokens of entropy 1 then an EOS of entropy 0, and 2 tokens of entropy 2 cut at the limit
+    m = {"policy/entropy": (3 * 1 + 0 + 2 * 2) / 6, "rollout/completion_len": 6 / 2, "rollout/eos_frac": 0.5}
+    assert faults.entropy_without_eos(m) == pytest.approx((3 * 1 + 2 * 2) / 5)
+
+
+def test_kl_at_first_token_is_the_exact_logged_k1_and_kl():
+    from types import SimpleNamespace
+
+    ref_logits = torch.randn(40, generator=torch.Generator().manual_seed(3)) * 2
+
+    class LM(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, ids):
+            return SimpleNamespace(logits=(ref_logits * self.scale).expand(1, ids.size(1), -1))
+
+    tok = lambda p, **kw: {"input_ids": torch.tensor([[1, 2, 3]])}  # noqa: E731
+    for scale in (1 / 1.5, 1.5):
+        state = SimpleNamespace(policy=SimpleNamespace(lm=LM(scale)), ref=LM(1.0), tokenizer=tok, device="cpu")
+        out = faults.kl_at_first_token(state, ["a", "b"], top_k=5)
+        z = ref_logits * scale
+        assert out["logged k1"] == [pytest.approx(faults.logged_kl(z, ref_logits, top_k=5))] * 2
+        assert out["KL(π‖ρ)"] == [pytest.approx(faults.logged_kl(z, ref_logits))] * 2
+    assert out["logged k1"][0] > out["KL(π‖ρ)"][0] > 0  # sharpened (the last scale): top-k reads too high
 
 
 def test_run_takes_a_reward_of_its_own_with_or_without_a_fault():
