@@ -129,3 +129,31 @@ def test_dynamic_sampling_with_every_group_tied_takes_no_step():
     hist = train(cfg, write_run=False, state=s).history
     assert all(r["rollout/zero_std_frac"] == 1.0 and r["policy/grad_norm"] == 0.0 for r in hist)
     assert all(torch.equal(a, b) for a, b in zip(before, s.policy.parameters()))  # no step was taken
+
+
+def test_the_lengths_by_sign_of_advantage_are_the_rollouts_lengths_split_by_sign():
+    from rlhf_nb.train import setup, train
+
+    cfg = RunConfig(**{**TINY, "steps_per_epoch": 1, "kl_coef": 0.0})
+    s = setup(cfg)
+    seen = {}
+    sampler = s.sampler
+
+    def recording(*a, **kw):
+        ro = sampler(*a, **kw)
+        seen["len"] = ro.completion_mask.float().sum(1)
+        return ro
+
+    def reward(prompts, completions):
+        seen["scores"] = torch.arange(len(completions), dtype=torch.float32) % 3  # groups of 4 never tie
+        return seen["scores"]
+
+    s.sampler, s.reward_fn = recording, reward
+    h = train(cfg, write_run=False, state=s).history[0]
+    adv = group_advantages(seen["scores"], 4, "grpo", "group")  # β = 0: the advantage is the score's alone
+    assert h["rollout/completion_len_pos_adv"] == pytest.approx(float(seen["len"][adv > 0].mean()))
+    assert h["rollout/completion_len_neg_adv"] == pytest.approx(float(seen["len"][adv < 0].mean()))
+    s2 = setup(cfg)
+    s2.reward_fn = lambda prompts, completions: torch.zeros(len(completions))  # every advantage is 0: both sides empty
+    h2 = train(cfg, write_run=False, state=s2).history[0]
+    assert math.isnan(h2["rollout/completion_len_pos_adv"]) and math.isnan(h2["rollout/completion_len_neg_adv"])

@@ -1,0 +1,95 @@
+"""`make grpo_sweep`: lesson 11's GRPO variants, every one over every seed, run to the end and stored
+(rlhf_nb/assets/grpo-sweep.json), with the KL-regularised optimum J* at the sweep's β.
+
+Each run is `rlhf_nb.course.grpo_lesson.run_variant` (GRPO_RUN with one of GRPO_VARIANTS' changes). Every run seeds
+itself, so the numbers do not depend on --jobs; lesson 11 re-runs one of them live and checks that it matches the file.
+
+    python -m rlhf_nb.tools.grpo_sweep --jobs 2     # make grpo_sweep (about 11 CPU minutes, half that in wall time)
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cli import cli_from_dataclass
+from ..config import ConfigError, Options, check_file_writable, check_overwrite, option
+from ..course.grpo_lesson import (GRPO_BETA, GRPO_RUN, GRPO_SEEDS, GRPO_SWEEP_PATH, GRPO_VARIANTS, OPTIMUM_SAMPLES,
+                                  grpo_result_to_dict)
+from ..runlog import write_json_atomically
+
+
+def jobs_list() -> list[tuple[str, int, dict]]:
+    """(label, seed, settings) of every run; the settings travel with the job (grpo_lesson.run_variant runs the same)."""
+    return [(label, s, {**GRPO_RUN, **change}) for label, change in GRPO_VARIANTS.items() for s in GRPO_SEEDS]
+
+
+def one_run(job: tuple[str, int, dict]) -> dict:
+    """Run one job in this process (one torch thread, RunConfig's default) and return it as stored."""
+    from ..course.experiments import run_settings
+
+    _, seed, settings = job
+    return grpo_result_to_dict(run_settings(GRPO_BETA, seed, settings))
+
+
+def optimum() -> dict:
+    """J* at GRPO_BETA from OPTIMUM_SAMPLES base samples a prompt at the runs' max_new_tokens (rlhf_nb.optimum)."""
+    from ..optimum import optimum_by_prompt, score_base_samples
+
+    scores, prompts = score_base_samples(OPTIMUM_SAMPLES, max_new_tokens=GRPO_RUN["max_new_tokens"], seed=0)
+    return optimum_by_prompt(scores, prompts, GRPO_BETA)
+
+
+@dataclass
+class GrpoSweepOptions(Options):
+    """`python -m rlhf_nb.tools.grpo_sweep`: how many processes, and where the file goes. What runs is lesson 11's
+    (rlhf_nb.course.grpo_lesson: GRPO_RUN, GRPO_BETA, GRPO_SEEDS, GRPO_VARIANTS)."""
+
+    jobs: int = option(1, "processes running the runs side by side (the numbers do not depend on it)", 1, 64)
+    out: str = option(str(GRPO_SWEEP_PATH), "the JSON to write (replaced atomically at the end)")
+    overwrite: bool = option(False, "replace a JSON that is a committed asset (the default --out): without it, a "
+                             "sweep over rlhf_nb/assets is refused before any work")
+
+
+def check_options(o: GrpoSweepOptions) -> None:
+    """The file can be written: checked now, not after 10 CPU minutes of runs."""
+    out = Path(o.out).resolve()
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out: no folder {out.parent}")
+    if out.is_dir():
+        raise ConfigError(f"--out must name a file, not the folder {out}")
+    check_overwrite(out, o.overwrite, "--out")
+    check_file_writable(out, "--out")
+
+
+def parse_args(argv=None) -> GrpoSweepOptions:
+    return cli_from_dataclass(GrpoSweepOptions, argv, prog="python -m rlhf_nb.tools.grpo_sweep",
+                              description=__doc__.split("\n\n")[0], check=check_options)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    jobs = jobs_list()
+    t0 = time.time()
+    spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state forked from this one
+    out = {"command": "python -m rlhf_nb.tools.grpo_sweep  (make grpo_sweep)", "settings": GRPO_RUN,
+           "beta": GRPO_BETA, "seeds": list(GRPO_SEEDS), "variants": GRPO_VARIANTS, "runs": {k: [] for k in GRPO_VARIANTS}}
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, spawn) if args.jobs > 1 else nullcontext() as pool:
+        for (label, seed, _), r in zip(jobs, (pool.map if pool else map)(one_run, jobs)):
+            out["runs"][label].append(r)
+            f = r["final"]
+            print(f"{label:34s} seed {seed}: score {f['objective/scores']:+.3f}  KL {f['objective/kl']:6.2f}  "
+                  f"entropy {f['policy/entropy']:.3f}  warnings {len(r['warnings'])}  {r['cpu_s']:.0f} CPU s  "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    out["optimum"] = optimum()
+    out["cpu_s"] = round(sum(r["cpu_s"] for rs in out["runs"].values() for r in rs))
+    write_json_atomically(args.out, out)
+    print(f"wrote {args.out} ({len(jobs)} runs, {out['cpu_s']} CPU s; J* {out['optimum']['J_star']:.4f})")
+    return out
+
+
+if __name__ == "__main__":
+    main()
