@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # heavy modules load on first use, so `import rlhf_nb` stays fast
 _LAZY = {"seed_everything": "seeding", "load_policy": "policy", "sample": "policy", "get_reward": "rewards",
-         "REWARD_NAMES": "rewards", "RunConfig": "config", "PROMPTS": "corpus"}
+         "REWARD_NAMES": "rewards", "RunConfig": "config", "PROMPTS": "corpus", "pass_at_k": "passk"}
 __all__ = ["__version__", *_LAZY]
 
 

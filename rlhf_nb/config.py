@@ -20,6 +20,7 @@ LOSS_TYPE_CHOICES = ("bnpo", "dapo", "grpo", "dr_grpo")  # TRL 1.16 GRPO's names
 SCALE_REWARDS_CHOICES = ("group", "batch", "none")  # TRL 1.16 GRPO's names (rlhf_nb.advantages.group_advantages)
 RUN_NAME_MAX_BYTES = 200  # file systems allow 255 per name; leave room for the _N suffix of a taken name
 GOLD_CHOICES = ("auto", "gold", "none")  # what --gold logs; rlhf_nb.gold.get_gold resolves auto
+TASK_CHOICES = ("reviews", "arithmetic", "arithmetic_format")  # rlhf_nb.tasks: model, prompts and reward together
 
 
 class ConfigError(ValueError):
@@ -119,6 +120,9 @@ class RunConfig(RunOptions):
     log_samples: int = option(4, "prompt/completion/reward rows written to samples.jsonl per step", 0, 1024)
 
     # --- model and reward (--model: RunOptions) ---
+    task: str = option("reviews", "what the run learns: reviews = the review model, prompts and --reward; arithmetic = "
+                       "lesson 12's adding model, 'a+b=' prompts, reward 1 iff a program accepts the sum "
+                       "(arithmetic_format: +0.1 for a well-formed wrong number) (rlhf_nb.tasks)", choices=TASK_CHOICES)
     reward: str = option("sentiment", "sequence score", choices=REWARD_CHOICES)
     reward_model: str | None = option(None, "--reward learned: a reward-model folder or a name under rlhf_nb/assets, e.g. "
                                   "proxy-rm-1000 (default: the committed reward-model)", nullable=True)
@@ -198,6 +202,8 @@ class RunConfig(RunOptions):
         if self.kl_in_loss and self.advantage == "gae":
             raise ConfigError("--kl_in_loss needs --advantage grpo or rloo (with gae the KL is part of the per-token "
                               "reward that GAE discounts)")
+        if self.task != "reviews" and (self.reward != "sentiment" or self.gold == "gold"):
+            raise ConfigError(f"--task {self.task} is scored by its checker: leave --reward and --gold at their defaults")
         if self.reward_model is not None and self.reward != "learned":
             raise ConfigError(f"--reward_model needs --reward learned, got --reward {self.reward}")
         if self.top_k or self.top_p < 1.0:  # the loop scores log-probs on the full distribution (lesson 10)

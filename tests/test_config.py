@@ -112,3 +112,11 @@ def test_truncated_sampling_is_refused_for_training(kw, flag):
     """Sampling from top-k/top-p but scoring log-probs on the full distribution biases the KL and the ratio."""
     with pytest.raises(ConfigError, match=f"^{flag}: training must sample from the full distribution"):
         RunConfig(**kw)
+
+
+def test_task_defaults_to_the_reviews_and_refuses_unknown_names():
+    """--task (lesson 12): the default leaves every earlier run as it was; a bad name is a ConfigError naming it."""
+    assert RunConfig().task == "reviews"
+    with pytest.raises(ConfigError, match="^--task must be one of reviews, arithmetic, arithmetic_format"):
+        RunConfig(task="chess")
+

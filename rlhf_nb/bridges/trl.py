@@ -103,6 +103,8 @@ UNMAPPED: dict[str, str] = {
     "dynamic_sampling": "TRL 1.16's GRPOTrainer keeps groups whose rewards tie (it logs their share as "
                         "frac_reward_zero_std); the bridge refuses --dynamic_sampling",
     "gold": "rlhf_nb's own extra measure (objective/gold_scores); TRL logs only its reward functions",
+    "task": "the bridge runs the review task only (its prompts and --reward); it refuses --task arithmetic, which "
+            "rlhf_nb.train runs (lesson 12)",
     **_RUN_UNMAPPED,
     "advantage=gae": "TRL 1.16 has no PPO (deleted in TRL PR 7020); PPO with a value head is rlhf_nb's own train.py",
 }
@@ -207,6 +209,8 @@ def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: in
     if cfg.dynamic_sampling:
         raise ValueError("--dynamic_sampling: TRL 1.16's trainers keep groups whose rewards tie (no filter); drop it "
                          "to run in TRL")
+    if cfg.task != "reviews":
+        raise ValueError(f"--task {cfg.task}: the TRL bridge runs the review task only; use python -m rlhf_nb.train")
     if algo == "rloo" and cfg.loss_type != "bnpo":
         raise ValueError(f"--loss_type {cfg.loss_type}: TRL's RLOO clips one ratio per sequence and averages over "
                          f"sequences, with no loss_type; keep the default (bnpo) with --algo rloo")
