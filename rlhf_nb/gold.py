@@ -3,7 +3,7 @@
     gold(x, y) = VADER(x + y)   if the corpus grammar accepts x + y   (`corpus.matches_template`)
                = -1             otherwise
 
-Why this form: a proxy reward model is trained on pairs of base-policy samples, and ~92 % of those are grammatical,
+Why this form: a proxy reward model is trained on pairs of base-policy samples, and ~95 % of those are grammatical,
 so the proxy's data barely varies the property "well-formed" — it has no reason to learn it. A policy that
 optimises the proxy hard drifts into text the grammar rejects ("a masterpiece town masterpiece"), which the proxy
 still likes and the gold scores as the worst review there is. That is Gao, Schulman & Hilton's (2022) setting in

@@ -1,9 +1,11 @@
 """Lesson 09's helpers: the committed DPO / SFT / reward model + PPO comparison (`make dpo_compare`), its summary at
-matched KL, and the lesson's plots. The runs themselves are rlhf_nb.dpo and rlhf_nb.train; nothing here trains."""
+matched KL and per seed, each token's log-prob change from the reference to a trained policy, and the lesson's plots.
+The runs themselves are rlhf_nb.dpo and rlhf_nb.train; nothing here trains."""
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -59,6 +61,98 @@ def matched_kl(comparison: dict, budgets: Sequence[float] = (0.5, 1.0, 2.0, 4.0)
                         "KL": round(best["kl"], 3), "gold": round(best["gold"], 3),
                         "gold std (seeds)": round(best["gold_std"], 3)})
     return out
+
+
+def last_measurements(comparison: dict) -> list[dict]:
+    """Every setting (method, β) at its last measurement: KL, gold and well-formed share, mean and std over seeds."""
+    summ = [r for r in summarize(comparison) if r["step"] > 0]
+    last = {(r["method"], r["beta"]): r for r in summ}  # summarize sorts by step: the last row of a setting wins
+    return [{"method": METHODS[m], "beta": b, "step": r["step"], "KL": r["kl"], "KL std": r["kl_std"],
+             "gold": r["gold"], "gold std": r["gold_std"], "well-formed": r["well_formed"]}
+            for (m, b), r in sorted(last.items(), key=lambda kv: (list(METHODS).index(kv[0][0]), kv[0][1]))]
+
+
+def best_by_seed(comparison: dict, max_kl: float = math.inf) -> list[dict]:
+    """For each method and seed: its single measurement with the highest gold among those with KL ≤ max_kl (any β,
+    any step) — where one seed's run got, not the seed mean."""
+    best: dict[tuple[str, int], dict] = {}
+    for run in comparison["runs"]:
+        for r in run["rows"]:
+            key = (run["method"], run["seed"])
+            if r["step"] > 0 and r["kl"] <= max_kl and (key not in best or r["gold"] > best[key]["gold"]):
+                best[key] = {"method": METHODS[run["method"]], "seed": run["seed"], "beta": run["beta"],
+                             "step": r["step"], "KL": r["kl"], "gold": r["gold"]}
+    return [best[k] for k in sorted(best, key=lambda k: (list(METHODS).index(k[0]), k[1]))]
+
+
+# ---------------------------------------------------------------- per token: where the chosen log-prob goes
+
+TOKEN_KINDS = ("common prefix", "shared", "own", "EOS")
+
+
+def token_kind(t: int, token: int, other: Sequence[int], prefix: int, eos: int) -> str:
+    """What token t of one completion has in common with the other completion of its pair.
+
+    "common prefix": t lies in the two completions' common start (same context, same token: the same log-prob in
+    both, so the pair's own DPO gradient cancels there); "EOS": the end token both completions close with; "shared":
+    the token id occurs in the other completion after the common start; "own": it does not."""
+    if t < prefix:
+        return "common prefix"
+    if token == eos:
+        return "EOS"
+    return "shared" if token in set(other[prefix:]) else "own"
+
+
+@torch.no_grad()
+def token_changes(policy, ref, tokenizer, pairs: Sequence[dict], batch_size: int = 64) -> list[dict]:
+    """One row per completion token of every pair, chosen and rejected: log ρ before training, log π after, and their
+    difference Δ = log π(y_t | x, y_<t) − log ρ(y_t | x, y_<t), with the token's kind (`token_kind`).
+
+    Tokenized and scored exactly as DPO scores a pair (`dpo.tokenize_pairs`, `dpo.collate`, `forward_tokens`), so a
+    side's Δ summed over its tokens is its sequence log-ratio log π(y|x) − log ρ(y|x)."""
+    from ..dpo import collate, tokenize_pairs
+    from ..policy import forward_tokens
+
+    enc, eos, rows = tokenize_pairs(tokenizer, pairs), tokenizer.eos_token_id, []
+    for i in range(0, len(enc), batch_size):
+        chunk = enc[i:i + batch_size]
+        batch = collate(chunk, tokenizer.pad_token_id)
+        args = (batch.ids, batch.attention_mask, batch.context_length)
+        new, old = (forward_tokens(m, *args, entropy=False)[0] for m in (policy, ref))  # (2B, T)
+        for j, (_, chosen, rejected) in enumerate(chunk):
+            prefix = len(os.path.commonprefix([chosen, rejected]))  # tokens both completions start with
+            for side, r, toks, other in (("chosen", j, chosen, rejected),
+                                         ("rejected", len(chunk) + j, rejected, chosen)):
+                for t, tok in enumerate(toks):
+                    rows.append({"pair": i + j, "side": side, "t": t, "token": tokenizer.decode([tok]),
+                                 "kind": token_kind(t, tok, other, prefix, eos), "log ρ": float(old[r, t]),
+                                 "log π": float(new[r, t]), "Δ": float(new[r, t] - old[r, t])})
+    return rows
+
+
+def token_change_summary(rows: Sequence[dict]) -> list[dict]:
+    """Per side and kind of token: how many tokens, the mean Δ per token, and the sum over the pairs' tokens of that
+    kind divided by the number of pairs (the kinds' parts of the mean sequence log-ratio, which they add up to)."""
+    pairs = len({r["pair"] for r in rows})
+    out = []
+    for side in ("chosen", "rejected"):
+        for kind in TOKEN_KINDS:
+            ds = [r["Δ"] for r in rows if r["side"] == side and r["kind"] == kind]
+            if ds:
+                out.append({"side": side, "kind": kind, "tokens": len(ds), "mean Δ per token": statistics.fmean(ds),
+                            "Δ per pair": sum(ds) / pairs})
+    return out
+
+
+def pair_tokens(rows_by_run: dict[str, Sequence[dict]], pair: int) -> list[dict]:
+    """One pair, token by token, next to each other for several runs scored on the same pairs (`token_changes`
+    rows per run label): side, token, kind, log ρ (the same in every run) and each run's Δ."""
+    keep = {label: [r for r in rows if r["pair"] == pair] for label, rows in rows_by_run.items()}
+    base = next(iter(keep.values()))  # side, token, kind and log ρ do not depend on the run
+    if not base:
+        raise ValueError(f"no pair {pair} in the rows")
+    return [{"side": r["side"], "token": r["token"], "kind": r["kind"], "log ρ": r["log ρ"],
+             **{f"Δ, {label}": rows[i]["Δ"] for label, rows in keep.items()}} for i, r in enumerate(base)]
 
 
 # ---------------------------------------------------------------- plots

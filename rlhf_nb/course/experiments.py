@@ -1,5 +1,5 @@
 """Lesson 06's experiments as plain functions: one short RLHF run per (kl_coef, batch_size), β sweeps over seeds, their
-seed bands and their place against the KL-regularised optimum, sample tables. At the end, lesson 00's stored smoke
+seed bands and their place against the KL-regularised optimum, sample tables, runs with a refreshed reference. At the end, lesson 00's stored smoke
 seeds and its KL replay, and lesson 04's table of the adaptive controller's runs.
 
 The interactive panel (rlhf_nb.course.widgets) only moves sliders and calls `run_experiment`; everything here runs and is
