@@ -60,11 +60,9 @@ GPT2 = dict(n_layer=12, n_embd=768, vocab=50257, params=124.4e6)  # the hub's gp
 # --------------------------------------------------------------------------------------------- stage observation
 @contextlib.contextmanager
 def observe_stages(state, around: Callable[[str], contextlib.AbstractContextManager]):
-    """Run each of ppo_step's stages inside `around(stage)`: wraps the state's sampler and forward pass, the reward
-    function and train.ppo_update for the duration of the block. A wrapped call made inside another stage counts in
-    that one (the policy forwards of stage 6 stay inside "update")."""
-    from .. import train as T
-
+    """Run each of ppo_step's stages inside `around(stage)`: wraps the state's sampler, forward pass, reward function
+    and PPO update (the parts ppo_step calls through the state) for the duration of the block. A wrapped call made
+    inside another stage counts in that one (the policy forwards of stage 6 stay inside "update")."""
     active: list[str] = []
 
     def wrap(stage, fn):
@@ -79,16 +77,13 @@ def observe_stages(state, around: Callable[[str], contextlib.AbstractContextMana
                 active.pop()
         return run
 
-    saved = {"sampler": state.sampler, "forward": state.forward, "reward_fn": state.reward_fn}
-    ppo_update = T.ppo_update
+    stages = {"sampler": "rollout", "forward": "forward", "reward_fn": "score", "ppo_update": "update"}
+    saved = {name: getattr(state, name) for name in stages}
     try:
-        state.sampler = wrap("rollout", saved["sampler"])
-        state.forward = wrap("forward", saved["forward"])
-        state.reward_fn = wrap("score", saved["reward_fn"])
-        T.ppo_update = wrap("update", ppo_update)
+        for name, stage in stages.items():
+            setattr(state, name, wrap(stage, saved[name]))
         yield
     finally:
-        T.ppo_update = ppo_update
         for name, fn in saved.items():
             setattr(state, name, fn)
 
