@@ -36,7 +36,7 @@ def plain_forward_tokens(model, ids, attn, P, temperature=1.0):
     return logp, torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1), values
 
 
-def _full_columns(lm, ids, attn, T):
+def _full_columns(lm, ids, attn, T, position_ids=True):
     """scored_columns as a model outside PLAIN_HEAD_MODELS runs it: the whole forward, LM head on every column."""
     out = lm(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn), output_hidden_states=True)
     return out.hidden_states[-1][:, -(T + 1):-1], out.logits[:, -(T + 1):-1]
@@ -48,7 +48,7 @@ def plain_paths(monkeypatch):
     decoding, the entropy from the logits, logits always divided by T."""
     monkeypatch.setattr(policy_mod, "scored_columns", _full_columns)
     monkeypatch.setattr(policy_mod, "next_token_logits", lambda lm, b, n: decoding.HFStep(lm))
-    monkeypatch.setattr(policy_mod, "entropy_from_logprobs", lambda logp: policy_mod.entropy_from_logits(logp))
+    monkeypatch.setattr(policy_mod, "entropy_from_logprobs", lambda logp, grad=True: policy_mod.entropy_from_logits(logp))
     monkeypatch.setattr(policy_mod, "_scaled", lambda logits, t: logits / t)
 
 
