@@ -253,7 +253,7 @@ def plot_comparison(runs: dict[str, list[dict[str, float]]], path: str | Path | 
             xs = [r[x] for r in rows]
             axes[0][col].plot(xs, [r["reward"] for r in rows], marker=".", label=label)
             axes[1][col].plot(xs, [r["kl_seq"] for r in rows], marker=".", label=label)
-    for col in range(2):  # TRL's k3 KL can spike by orders of magnitude; symlog keeps both runs readable
+    for col in range(2):  # symlog keeps both runs readable whatever their KL scales
         axes[1][col].set_yscale("symlog", linthresh=0.1)
     for col, xl in enumerate(("step", "wall seconds since training began")):
         axes[0][col].set_title(f"mean sentiment score vs {xl.split()[0]}", fontsize=10)
