@@ -331,6 +331,13 @@ def check_overwrite(path: str | os.PathLike, overwrite: bool, flag: str) -> None
                           f"(the new one is swapped in only once it is complete), or write elsewhere with {flag}")
 
 
+def check_output_file(path: str | os.PathLike, overwrite: bool, flag: str = "--out") -> None:
+    """A tool's output file: writable where it goes (check_file_writable), and replacing a committed asset only with
+    --overwrite (check_overwrite). Checked before any work, so hours of runs are never lost at the last write."""
+    check_file_writable(path, flag)
+    check_overwrite(path, overwrite, flag)
+
+
 def check_file_writable(path: str | os.PathLike, flag: str) -> None:
     """A tool's output file (`flag` names it in the message) can be written: its folder exists and takes a file.
     Checked before any work, so a long run is not lost at its last write."""

@@ -15,10 +15,9 @@ import multiprocessing
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_file_writable, check_overwrite, option
+from ..config import Options, check_output_file, option
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
                                   SWEEP_SEEDS, result_to_dict, run_settings)
 from ..runlog import write_json_atomically
@@ -53,13 +52,7 @@ class CapstoneOptions(Options):
 
 def check_options(o: CapstoneOptions) -> None:
     """The file can be written: checked now, not after 20 CPU minutes of runs."""
-    out = Path(o.out).resolve()
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out: no folder {out.parent}")
-    if out.is_dir():
-        raise ConfigError(f"--out must name a file, not the folder {out}")
-    check_overwrite(out, o.overwrite, "--out")
-    check_file_writable(out, "--out")
+    check_output_file(o.out, o.overwrite)
 
 
 def parse_args(argv=None) -> CapstoneOptions:

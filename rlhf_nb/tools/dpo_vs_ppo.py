@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_fields, check_file_writable, check_overwrite, option
+from ..config import ConfigError, Options, check_fields, check_output_file, option
 from ..dpo import ASSETS, DPOConfig, eval_prompts, load_pairs, measure_policy, measurement_seed
 from ..runlog import write_json_atomically
 
@@ -89,8 +89,7 @@ def check_options(o: CompareOptions) -> None:
         reward_model_dir(o.pairs)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(str(e).replace("--reward_model", "--pairs", 1)) from None
-    check_overwrite(o.out, o.overwrite, "--out")
-    check_file_writable(o.out, "--out")
+    check_output_file(o.out, o.overwrite)
 
 
 # PPO's settings in the comparison as stored (RunConfig's defaults until 2026-12-05): 32 prompts a step, four passes

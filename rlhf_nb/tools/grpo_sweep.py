@@ -13,10 +13,9 @@ import multiprocessing
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_file_writable, check_overwrite, option
+from ..config import Options, check_output_file, option
 from ..course.grpo_lesson import (GRPO_BETA, GRPO_RUN, GRPO_SEEDS, GRPO_SWEEP_PATH, GRPO_VARIANTS, OPTIMUM_SAMPLES,
                                   grpo_result_to_dict)
 from ..runlog import write_json_atomically
@@ -56,13 +55,7 @@ class GrpoSweepOptions(Options):
 
 def check_options(o: GrpoSweepOptions) -> None:
     """The file can be written: checked now, not after 10 CPU minutes of runs."""
-    out = Path(o.out).resolve()
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out: no folder {out.parent}")
-    if out.is_dir():
-        raise ConfigError(f"--out must name a file, not the folder {out}")
-    check_overwrite(out, o.overwrite, "--out")
-    check_file_writable(out, "--out")
+    check_output_file(o.out, o.overwrite)
 
 
 def parse_args(argv=None) -> GrpoSweepOptions:

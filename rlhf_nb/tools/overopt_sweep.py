@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, RunConfig, check_file_writable, check_overwrite, option
+from ..config import ConfigError, Options, RunConfig, check_output_file, option
 from ..corpus import PROMPTS
 from ..overopt import (BON_NS, PROXY_SIZES, SWEEP_PATH, best_of_n_curve, load_proxy_metrics, proxy_dir, rl_curve,
                        base_completions, score_samples)
@@ -89,8 +89,7 @@ def check_options(cfg: SweepConfig) -> None:
     if set(cfg.parts) != {"bon", "rl"} and not Path(cfg.out).is_file():
         raise ConfigError(f"--parts {' '.join(cfg.parts)} keeps the other part from --out, but {cfg.out} does not "
                           f"exist")
-    check_overwrite(cfg.out, cfg.overwrite, "--out")
-    check_file_writable(cfg.out, "--out")
+    check_output_file(cfg.out, cfg.overwrite)
 
 
 def parse_args(argv=None) -> SweepConfig:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import ast
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_file_writable, check_overwrite, option
+from ..config import Options, check_output_file, option
 from ..course.experiments import SMOKE_PARAMS, SMOKE_SEEDS_PATH, result_to_dict, run_smoke
 from ..runlog import write_json_atomically
 
@@ -40,13 +39,7 @@ class SmokeSeedsOptions(Options):
 
 
 def check_options(o: SmokeSeedsOptions) -> None:
-    out = Path(o.out).resolve()
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out: no folder {out.parent}")
-    if out.is_dir():
-        raise ConfigError(f"--out must name a file, not the folder {out}")
-    check_overwrite(out, o.overwrite, "--out")
-    check_file_writable(out, "--out")
+    check_output_file(o.out, o.overwrite)
 
 
 def main(argv=None) -> dict:

@@ -12,10 +12,9 @@ import multiprocessing
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..cli import cli_from_dataclass
-from ..config import ConfigError, Options, check_file_writable, check_overwrite, option
+from ..config import Options, check_output_file, option
 from ..course.verifiable import COMMON, METHODS, PRUNE, VERIFIABLE_PATH, VERIFIABLE_SEEDS, base_p, run_method
 from ..runlog import write_json_atomically
 
@@ -42,13 +41,7 @@ class VerifiableOptions(Options):
 
 
 def check_options(o: VerifiableOptions) -> None:
-    out = Path(o.out).resolve()
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out: no folder {out.parent}")
-    if out.is_dir():
-        raise ConfigError(f"--out must name a file, not the folder {out}")
-    check_overwrite(out, o.overwrite, "--out")
-    check_file_writable(out, "--out")
+    check_output_file(o.out, o.overwrite)
 
 
 def parse_args(argv=None) -> VerifiableOptions:
