@@ -7,3 +7,21 @@
     check_install       `make check`: verify the install
     bench, bench_report, bench_trl   `make bench`: speed, memory, learning curves -> docs/benchmarks.md
 """
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any], processes: int) -> Iterator[Any]:
+    """fn over items, results in order as they come: in `processes` fresh interpreters (spawn, so no torch state is
+    forked from this one), or in this process when processes <= 1. The sweeps' results do not depend on it."""
+    items = list(items)
+    if processes <= 1:
+        yield from map(fn, items)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(processes, multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(fn, items)
+

@@ -10,10 +10,7 @@ and checks that it matches the file to the last stored digit.
 """
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from ..cli import cli_from_dataclass
@@ -21,6 +18,7 @@ from ..config import Options, check_output_file, option
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
                                   SWEEP_SEEDS, result_to_dict, run_settings)
 from ..runlog import write_json_atomically
+from . import parallel_map
 
 
 def jobs_list() -> list[tuple[str, float, int, dict]]:
@@ -64,17 +62,15 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     jobs = jobs_list()
     t0 = time.time()
-    spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state forked from this one
     out = {"command": "python -m rlhf_nb.tools.capstone_sweep  (make capstone)", "settings": CAPSTONE_RUN,
            "variant_beta": CAPSTONE_VARIANT_BETA, "variants_changed": CAPSTONE_VARIANTS,
            "sweep": {str(b): [] for b in SWEEP_BETAS}, "variants": {k: [] for k in CAPSTONE_VARIANTS}}
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, spawn) if args.jobs > 1 else nullcontext() as pool:
-        for (group, beta, seed, _), r in zip(jobs, (pool.map if pool else map)(one_run, jobs)):
-            (out["sweep"][str(beta)] if group == "sweep" else out["variants"][group]).append(r)
-            f = r["final"]
-            print(f"{group:22s} beta {beta:<4g} seed {seed}: score {f['objective/scores']:+.3f}  "
-                  f"KL {f['objective/kl']:6.2f}  warnings {len(r['warnings'])}  {r['cpu_s']:.0f} CPU s  "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+    for (group, beta, seed, _), r in zip(jobs, parallel_map(one_run, jobs, args.jobs)):
+        (out["sweep"][str(beta)] if group == "sweep" else out["variants"][group]).append(r)
+        f = r["final"]
+        print(f"{group:22s} beta {beta:<4g} seed {seed}: score {f['objective/scores']:+.3f}  "
+              f"KL {f['objective/kl']:6.2f}  warnings {len(r['warnings'])}  {r['cpu_s']:.0f} CPU s  "
+              f"({time.time() - t0:.0f} s)", flush=True)
     out["cpu_s"] = round(sum(r["cpu_s"] for g in ("sweep", "variants") for rs in out[g].values() for r in rs))
     write_json_atomically(args.out, out)
     print(f"wrote {args.out} ({len(jobs)} runs, {out['cpu_s']} CPU s)")

@@ -8,10 +8,7 @@ itself, so the numbers do not depend on --jobs; lesson 11 re-runs one of them li
 """
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from ..cli import cli_from_dataclass
@@ -19,6 +16,7 @@ from ..config import Options, check_output_file, option
 from ..course.grpo_lesson import (GRPO_BETA, GRPO_RUN, GRPO_SEEDS, GRPO_SWEEP_PATH, GRPO_VARIANTS, OPTIMUM_SAMPLES,
                                   grpo_result_to_dict)
 from ..runlog import write_json_atomically
+from . import parallel_map
 
 
 def jobs_list() -> list[tuple[str, int, dict]]:
@@ -67,16 +65,14 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     jobs = jobs_list()
     t0 = time.time()
-    spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state forked from this one
     out = {"command": "python -m rlhf_nb.tools.grpo_sweep  (make grpo_sweep)", "settings": GRPO_RUN,
            "beta": GRPO_BETA, "seeds": list(GRPO_SEEDS), "variants": GRPO_VARIANTS, "runs": {k: [] for k in GRPO_VARIANTS}}
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, spawn) if args.jobs > 1 else nullcontext() as pool:
-        for (label, seed, _), r in zip(jobs, (pool.map if pool else map)(one_run, jobs)):
-            out["runs"][label].append(r)
-            f = r["final"]
-            print(f"{label:34s} seed {seed}: score {f['objective/scores']:+.3f}  KL {f['objective/kl']:6.2f}  "
-                  f"entropy {f['policy/entropy']:.3f}  warnings {len(r['warnings'])}  {r['cpu_s']:.0f} CPU s  "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+    for (label, seed, _), r in zip(jobs, parallel_map(one_run, jobs, args.jobs)):
+        out["runs"][label].append(r)
+        f = r["final"]
+        print(f"{label:34s} seed {seed}: score {f['objective/scores']:+.3f}  KL {f['objective/kl']:6.2f}  "
+              f"entropy {f['policy/entropy']:.3f}  warnings {len(r['warnings'])}  {r['cpu_s']:.0f} CPU s  "
+              f"({time.time() - t0:.0f} s)", flush=True)
     out["optimum"] = optimum()
     out["cpu_s"] = round(sum(r["cpu_s"] for rs in out["runs"].values() for r in rs))
     write_json_atomically(args.out, out)

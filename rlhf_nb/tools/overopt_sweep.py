@@ -10,12 +10,10 @@ docs/overoptimisation.md read the JSON; nothing in it is re-derived by hand.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
 import json
-import multiprocessing
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from ..overopt import (BON_NS, PROXY_SIZES, SWEEP_PATH, best_of_n_curve, load_pr
                        base_completions, score_samples)
 from ..rewards import LearnedReward
 from ..runlog import write_json_atomically
+from . import parallel_map
 
 RL_KEYS = ("step", "kl", "d", "proxy", "gold", "well_formed", "pref_accuracy", "disagreement")
 
@@ -142,14 +141,12 @@ def main(argv=None) -> dict:
 
     if "bon" in cfg.parts:  # child processes' CPU is counted too (children's times once they have ended)
         c0 = time.process_time() + _children_cpu()
-        spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state forked from this one
-        with concurrent.futures.ProcessPoolExecutor(cfg.jobs, spawn) if cfg.jobs > 1 else nullcontext() as pool:
-            mapped = (pool.map if pool else map)(_bon_seed, [cfg] * len(cfg.bon_seeds), cfg.bon_seeds)
-            for seed, curves in zip(cfg.bon_seeds, mapped):
-                for k, rows in curves.items():
-                    out["bon"][k][str(seed)] = rows
-                    print(f"best-of-n seed {seed} proxy-rm-{k}: gold " + " ".join(f"{r['gold']:+.3f}" for r in rows),
-                          flush=True)
+        bon = parallel_map(functools.partial(_bon_seed, cfg), cfg.bon_seeds, cfg.jobs)  # one sampling seed each
+        for seed, curves in zip(cfg.bon_seeds, bon):
+            for k, rows in curves.items():
+                out["bon"][k][str(seed)] = rows
+                print(f"best-of-n seed {seed} proxy-rm-{k}: gold " + " ".join(f"{r['gold']:+.3f}" for r in rows),
+                      flush=True)
         cpu["bon"] = time.process_time() + _children_cpu() - c0
         print(f"  best-of-n: {cpu['bon']:.0f} CPU s", flush=True)
 

@@ -7,16 +7,14 @@ Every run seeds itself, so the numbers do not depend on --jobs or on the order t
 """
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from ..cli import cli_from_dataclass
 from ..config import Options, check_output_file, option
 from ..course.verifiable import COMMON, METHODS, PRUNE, VERIFIABLE_PATH, VERIFIABLE_SEEDS, base_p, run_method
 from ..runlog import write_json_atomically
+from . import parallel_map
 
 
 def jobs_list() -> list[tuple[str, int]]:
@@ -58,12 +56,10 @@ def main(argv=None) -> dict:
            "base_p": [round(float(x), 6) for x in p], "base_remainder_max": float(rest.max()),
            "runs": {m: [] for m in METHODS}}
     jobs = jobs_list()
-    spawn = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, spawn) if args.jobs > 1 else nullcontext() as pool:
-        for (m, s), r in zip(jobs, (pool.map if pool else map)(one_run, jobs)):
-            out["runs"][m].append(r)
-            print(f"{m:24s} seed {s}: pass@1 {sum(r['p']) / len(r['p']):.3f}  {r['cpu_s']:.0f} CPU s  "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+    for (m, s), r in zip(jobs, parallel_map(one_run, jobs, args.jobs)):
+        out["runs"][m].append(r)
+        print(f"{m:24s} seed {s}: pass@1 {sum(r['p']) / len(r['p']):.3f}  {r['cpu_s']:.0f} CPU s  "
+              f"({time.time() - t0:.0f} s)", flush=True)
     out["cpu_s"] = round(sum(r["cpu_s"] for rs in out["runs"].values() for r in rs) + time.process_time() - c0)
     write_json_atomically(args.out, out)
     print(f"wrote {args.out} ({len(jobs)} runs, {out['cpu_s']} CPU s)")
