@@ -125,10 +125,10 @@ class RunConfig(RunOptions):
                        "(arithmetic_format: +0.1 for a well-formed wrong number) (rlhf_nb.tasks)", choices=TASK_CHOICES)
     reward: str = option("sentiment", "sequence score", choices=REWARD_CHOICES)
     reward_model: str | None = option(None, "--reward learned: a reward-model folder or a name under rlhf_nb/assets, e.g. "
-                                  "proxy-rm-1000 (default: the committed reward-model)", nullable=True)
+                                      "proxy-rm-1000 (default: the committed reward-model)", nullable=True)
     gold: str = option("auto", "true objective logged as objective/gold_scores: gold = VADER on reviews the corpus "
-                   "grammar accepts, else -1 (rlhf_nb.gold); auto = gold with --reward learned; none = off",
-                   choices=GOLD_CHOICES)
+                       "grammar accepts, else -1 (rlhf_nb.gold); auto = gold with --reward learned; none = off",
+                       choices=GOLD_CHOICES)
 
     # --- rollout ---
     batch_size: int = option(64, "prompts per PPO step", 1, 4096)
@@ -164,9 +164,10 @@ class RunConfig(RunOptions):
     # --- PPO update ---
     learning_rate: float = option(1e-3, "Adam learning rate", 1e-8, 1.0)
     lr_warmup_steps: int = option(0, "raise the learning rate linearly from lr/N to lr over the first N PPO steps "
-                              "(Adam's first steps move every weight by about lr, whatever its gradient)", 0, 100_000)
+                                  "(Adam's first step moves a weight by lr*|g|/(|g|+eps): about lr wherever |g| >> eps, "
+                                  "whatever its size; lesson 05 measures it)", 0, 100_000)
     lr_decay: str = option("linear", "after the warm-up, lower the learning rate toward 0 at the last of epochs*steps_per_epoch "
-                       "steps (linear or cosine): fast early progress, small late steps", choices=LR_DECAY_CHOICES)
+                           "steps (linear or cosine): fast early progress, small late steps", choices=LR_DECAY_CHOICES)
     adam_eps: float = option(1e-5, "Adam epsilon", 1e-12, 1e-2)
     ppo_epochs: int = option(1, "passes over each rollout batch", 1, 100)
     num_minibatches: int = option(1, "minibatches per PPO epoch", 1, 4096)
