@@ -69,7 +69,7 @@ def score_base_samples(n_per_prompt: int = 128, max_new_tokens: int = 12, seed: 
     """Sample n_per_prompt completions of every training prompt from the base policy ρ and score them: (scores, prompts),
     both flat, prompt by prompt."""
     from .corpus import PROMPTS
-    from .policy import load_policy, sample_batched
+    from .policy import load_policy
     from .rewards import get_reward
     from .seeding import seed_everything
 
@@ -77,11 +77,36 @@ def score_base_samples(n_per_prompt: int = 128, max_new_tokens: int = 12, seed: 
         raise ValueError(f"n_per_prompt must be >= 1, got {n_per_prompt}")
     g = seed_everything(seed)
     lm, tok = load_policy(model)
-    reward_fn = get_reward(reward)
     prompts = [p for p in PROMPTS for _ in range(n_per_prompt)]
-    completions = sample_batched(lm, tok, prompts, max_new_tokens, g, batch, temperature)
-    scores = [reward_fn(prompts[i:i + batch], completions[i:i + batch]).double() for i in range(0, len(prompts), batch)]
-    return torch.cat(scores), prompts
+    return score_samples(lm, tok, get_reward(reward), prompts, max_new_tokens, g, batch, temperature), prompts
+
+
+def score_samples(lm, tokenizer, reward_fn, prompts: Sequence[str], max_new_tokens: int, generator: torch.Generator,
+                  batch: int = 256, temperature: float = 1.0) -> torch.Tensor:
+    """One completion of each prompt (repeat a prompt to sample it n times), scored: (len(prompts),) float64."""
+    from .policy import sample_batched
+
+    completions = sample_batched(lm, tokenizer, list(prompts), max_new_tokens, generator, batch, temperature)
+    return torch.cat([reward_fn(prompts[i:i + batch], completions[i:i + batch]).double()
+                      for i in range(0, len(prompts), batch)])
+
+
+def measure_policy(state, n_per_prompt: int = 32, seed: int = 12345, chunk: int = 256) -> dict:
+    """Score, KL(π‖ρ) and J's parts for a training state's policy on fresh samples: n_per_prompt of each training
+    prompt, the prompts and weights of J* (k1 summed over each completion: unbiased for the KL). No gradient."""
+    from .policy import sample_with_kl
+
+    cfg = state.cfg
+    g = torch.Generator(device=state.device).manual_seed(seed)
+    prompts = [p for p in state.prompts for _ in range(n_per_prompt)]
+    scores, kls = [], []
+    for i in range(0, len(prompts), chunk):
+        ro, kl = sample_with_kl(state.policy, state.ref, state.tokenizer, prompts[i:i + chunk], cfg.max_new_tokens,
+                                cfg.temperature, generator=g)
+        kls.append(kl.double())  # (B,)
+        scores.append(state.reward_fn(ro.prompts, ro.completions).double())  # (B,)
+    score, kl = float(torch.cat(scores).mean()), float(torch.cat(kls).mean())
+    return {"score": score, "kl": kl, "n": len(prompts)}
 
 
 def frontier(scores: torch.Tensor, prompts: Sequence[str], betas: Sequence[float]) -> dict[float, dict[str, float]]:

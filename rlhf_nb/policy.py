@@ -324,10 +324,12 @@ def sample_batched(model: nn.Module, tokenizer, prompts: list[str], max_new_toke
     return completions
 
 
+@torch.no_grad()
 def sample_with_kl(policy: nn.Module, ref: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int,
                    temperature: float = 1.0, generator: torch.Generator | None = None) -> tuple[Rollout, torch.Tensor]:
     """Sample one completion per prompt from the policy and measure how far it is from the reference:
-    (rollout, (B,) Σ_t log π(y_t) − log ρ(y_t)) — k1 on π's own samples, so its mean is unbiased for KL(π‖ρ)."""
+    (rollout, (B,) Σ_t log π(y_t) − log ρ(y_t)) — k1 on π's own samples, so its mean is unbiased for KL(π‖ρ).
+    A measurement: no gradient flows."""
     ro = sample(policy, tokenizer, list(prompts), max_new_tokens, temperature, generator=generator)
     args = (ro.query_responses, ro.attention_mask, ro.context_length, temperature)
     logp, ref_logp = forward_tokens(policy, *args, entropy=False)[0], forward_tokens(ref, *args, entropy=False)[0]

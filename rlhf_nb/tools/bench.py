@@ -112,6 +112,7 @@ def peak_rss_mb() -> float:
 def child_learn(budget_s: float, flags: dict, out: Path) -> None:
     """Train on the sentiment reward until `budget_s` CPU seconds of training; record each step's metrics."""
     from ..config import RunConfig
+    from ..optimum import measure_policy
     from ..train import ppo_step, setup
 
     cfg = RunConfig(**flags)
@@ -125,28 +126,8 @@ def child_learn(budget_s: float, flags: dict, out: Path) -> None:
         history.append({"step": state.step, **metrics, "bench/cpu_s": time.process_time() - cpu0})
         if history[-1]["bench/cpu_s"] >= budget_s:
             break
-    final = measure_objective(state)  # after the budget: not counted in it
+    final = measure_policy(state, EVAL_PER_PROMPT)  # after the budget: not counted in it
     out.write_text(json.dumps({"history": history, "final": final, "setup_s": setup_s, "peak_rss_mb": peak_rss_mb()}))
-
-
-def measure_objective(state, n_per_prompt: int = EVAL_PER_PROMPT, seed: int = 12345, chunk: int = 256) -> dict:
-    """Score, KL(π‖ρ) and J of the current policy on fresh samples: n_per_prompt of each training prompt, the same
-    prompts and weights as J* (k1 summed over each completion: unbiased for the KL)."""
-    import torch
-
-    from ..policy import sample_with_kl
-
-    cfg = state.cfg
-    g = torch.Generator(device=state.device).manual_seed(seed)
-    prompts = [p for p in state.prompts for _ in range(n_per_prompt)]
-    scores, kls = [], []
-    for i in range(0, len(prompts), chunk):  # sample_with_kl runs without grad
-        ro, kl = sample_with_kl(state.policy, state.ref, state.tokenizer, prompts[i:i + chunk], cfg.max_new_tokens,
-                                cfg.temperature, generator=g)
-        kls.append(kl.double())  # (B,)
-        scores.append(state.reward_fn(ro.prompts, ro.completions).double())  # (B,)
-    score, kl = float(torch.cat(scores).mean()), float(torch.cat(kls).mean())
-    return {"score": score, "kl": kl, "n": len(prompts)}
 
 
 def _run_child(args: list[str], flags: dict) -> dict:
@@ -208,7 +189,7 @@ def learning_summary(history: list[dict], budget_s: float, beta: float = BETA, j
                      final: dict | None = None) -> dict:
     """Score, KL and J = score − β·KL at the budget, J/J*, and step timings.
 
-    eval_*: measured after the budget on fresh samples (`final`, from measure_objective); *_at_budget: the means of
+    eval_*: measured after the budget on fresh samples (`final`, from optimum.measure_policy); *_at_budget: the means of
     the last 5 training steps within the budget (160 rollouts: noisier)."""
     from ..optimum import objective
 
