@@ -4,24 +4,29 @@ exit 2, before any work (no traceback, nothing written); --help lists the flags 
 its config dataclass (rlhf_nb.cli.cli_from_dataclass, or build_parser underneath), spelled --field_name."""
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS_DIR = ROOT / "rlhf_nb" / "tools"
 TOOLS = sorted(p.stem for p in TOOLS_DIR.glob("*.py") if p.stem != "__init__")
-TRAINERS = {"rlhf_nb.train": [sys.executable, "-m", "rlhf_nb.train"],
-            "rlhf_nb.dpo": [sys.executable, "-m", "rlhf_nb.dpo"],
-            "scripts/train_trl.py": [sys.executable, str(ROOT / "scripts" / "train_trl.py")]}
-COMMANDS = {**TRAINERS, **{f"tools.{t}": [sys.executable, "-m", f"rlhf_nb.tools.{t}"] for t in TOOLS}}
+# each command as `python -m <module>` (or `python <script>`) runs it
+TRAINERS = {"rlhf_nb.train": "rlhf_nb.train", "rlhf_nb.dpo": "rlhf_nb.dpo",
+            "scripts/train_trl.py": str(ROOT / "scripts" / "train_trl.py")}
+COMMANDS = {**TRAINERS, "rlhf_nb.evaluate": "rlhf_nb.evaluate", **{f"tools.{t}": f"rlhf_nb.tools.{t}" for t in TOOLS}}
 # one bad value per command, with the flag its one line must name
 BAD_VALUES = {
     "rlhf_nb.train": (["--batch_size", "0"], "--batch_size"),
     "rlhf_nb.dpo": (["--beta", "nan"], "--beta"),
     "scripts/train_trl.py": (["--advantage", "gae"], "--advantage"),
+    "rlhf_nb.evaluate": (["--run", "runs", "--samples_per_prompt", "0"], "--samples_per_prompt"),
     "tools.base_model": (["--steps", "-5"], "--steps"),
     "tools.bench": (["--budget_s", "-1"], "--budget_s"),
     "tools.bench_dpo": (["--steps", "0"], "--steps"),
@@ -43,9 +48,24 @@ BAD_VALUES = {
 }
 
 
-def _run(command: str, args: list[str]) -> subprocess.CompletedProcess:
-    argv = COMMANDS[command] if command in COMMANDS else [sys.executable, "-m", f"rlhf_nb.tools.{command}"]
-    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+@functools.lru_cache(maxsize=None)
+def outcomes(command: str) -> dict[str, SimpleNamespace]:
+    """Every case of the contract for one command, run in one fresh Python process (tests/run_cli_cases.py: each case
+    is the command line executed as __main__, so start-up is paid once per command, not once per case): name ->
+    (returncode, stdout, stderr), plus the trainers' --out folder and whether rlhf_nb/assets changed."""
+    out = Path(tempfile.mkdtemp()) / "runs"
+    args, _ = BAD_VALUES[command]
+    cases = {"unknown": ["--no_such_flag", "1"], "help": ["--help"],
+             "bad": [*args, *(["--out", str(out)] if command in TRAINERS else [])]}
+    tool = command.removeprefix("tools.")
+    if tool in BUILDERS:
+        cases["defaults"] = []  # a builder's defaults: the committed asset
+    before = _assets_state()
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "run_cli_cases.py"), COMMANDS[command],
+                        json.dumps(list(cases.values()))], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = {name: SimpleNamespace(**r) for name, r in zip(cases, json.loads(p.stdout))}
+    return {**results, "out": out, "assets_touched": _assets_state() != before}
 
 
 def test_every_command_has_a_bad_value_case():
@@ -54,24 +74,24 @@ def test_every_command_has_a_bad_value_case():
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_an_unknown_flag_is_one_line_and_exit_2(command):
-    p = _run(command, ["--no_such_flag", "1"])
+    p = outcomes(command)["unknown"]
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "--no_such_flag" in lines[0], p.stderr
     assert "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_a_bad_value_is_one_line_naming_the_flag_and_exit_2(command, tmp_path):
-    args, named = BAD_VALUES[command]
-    p = _run(command, [*args, *(["--out", str(tmp_path / "runs")] if command in TRAINERS else [])])
+def test_a_bad_value_is_one_line_naming_the_flag_and_exit_2(command):
+    named = BAD_VALUES[command][1]
+    p = outcomes(command)["bad"]
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and named in lines[0], (p.returncode, p.stderr)
-    assert not (tmp_path / "runs").exists()
+    assert not outcomes(command)["out"].exists()
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_lists_the_flags_and_exits_0(command):
-    p = _run(command, ["--help"])
+    p = outcomes(command)["help"]
     assert p.returncode == 0 and p.stdout.startswith("usage: ") and p.stderr == "", p.stderr
     assert "Traceback" not in p.stdout
 
@@ -100,12 +120,11 @@ def _assets_state() -> dict[str, int]:
 
 @pytest.mark.parametrize("tool", sorted(BUILDERS))
 def test_a_builder_never_writes_over_a_committed_asset_without_overwrite(tool):
-    before = _assets_state()
-    p = _run(tool, [])  # its defaults: the committed asset
+    p = outcomes(f"tools.{tool}")["defaults"]  # its defaults: the committed asset
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1, (p.returncode, p.stderr)
     assert BUILDERS[tool] in lines[0] and "committed asset" in lines[0] and "--overwrite" in lines[0], lines[0]
-    assert _assets_state() == before  # nothing touched
+    assert not outcomes(f"tools.{tool}")["assets_touched"]  # nothing touched by any case of the tool
 
 
 def test_make_passes_overwrite_to_every_builder():

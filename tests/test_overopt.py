@@ -163,9 +163,10 @@ def test_committed_proxies_reproduce_their_held_out_accuracy(k):
     assert proxy_pairs(k) == proxy_pairs(4000)[:k]  # nested: the proxies differ only in how much data they saw
 
 
-def test_builders_refuse_bad_flags_in_one_line():
-    import subprocess
-    import sys
+def test_builders_refuse_bad_flags_in_one_line(capsys):
+    """Each value in-process (tests/test_cli_contract.py runs the real command line of both tools)."""
+    import importlib
+
     for mod, args, flag in (("build_proxies", ["--sizes", "0"], "--sizes"),
                             ("build_proxies", ["--sizes", "5", "5"], "--sizes"),
                             ("overopt_sweep", ["--bon_samples", "10"], "--bon_samples"),
@@ -175,8 +176,10 @@ def test_builders_refuse_bad_flags_in_one_line():
                             ("overopt_sweep", ["--proxies", "7"], "--proxies"),
                             ("overopt_sweep", ["--jobs", "0"], "--jobs"),
                             ("overopt_sweep", ["--parts", "bon", "--out", "/nonexistent/sweep.json"], "--parts")):
-        p = subprocess.run([sys.executable, "-m", f"rlhf_nb.tools.{mod}", *args], capture_output=True, text=True)
-        assert p.returncode == 2 and p.stderr.startswith(f"error: {flag}") and p.stderr.count("\n") == 1, p.stderr
+        with pytest.raises(SystemExit) as e:
+            importlib.import_module(f"rlhf_nb.tools.{mod}").main(args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"error: {flag}") and err.count("\n") == 1, (args, err)
 
 
 def test_rl_curve_scores_the_policy_from_step_0():
