@@ -25,7 +25,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: help setup smoke test test-unit test-notebooks test-browser lab notebooks base-model reward-model \
-        train_smoke train_quick train_full tensorboard check bench clean
+        train_smoke train_quick train_quick_grpo train_full tensorboard check bench clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -92,9 +92,16 @@ train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)
 # train_quick: RunConfig's defaults, which are lesson 06's capstone settings (200 steps of 64 prompts, one gradient step
 # per rollout at lr 1e-3 decaying linearly to 0, vf_coef 1.0), then the run's J/J* against the KL-regularised optimum
 # (rlhf_nb.evaluate): above 0.9 on each of 3 seeds (make bench, row ppo: docs/benchmarks.md). SEED= picks the seed.
-train_quick: $(STAMP)  ## under a minute: score 0 -> about 0.7 at about 3 nats of KL, then J/J* (about 0.95) (SEED=)
+train_quick: $(STAMP)  ## under a minute: score 0 -> about 0.7 at about 3 nats of KL, then its J/J* (about 0.95; SEED=)
 	name=quick_$$(date +%Y%m%d_%H%M%S) && \
 	$(PY) -m rlhf_nb.train --seed $(call shq,$(or $(SEED),0)) --save_every 100 --out $(TRAIN_OUT) --run_name $$name && \
+	$(PY) -m rlhf_nb.evaluate --run $(TRAIN_OUT)/$$name
+
+# the same for GRPO: 16 prompts x 4 completions a step (the 64 samples of train_quick), a group baseline, no critic
+train_quick_grpo: $(STAMP)  ## under a minute: GRPO (16 prompts x 4, no critic), then its J/J* (about 0.95; SEED=)
+	name=quick_grpo_$$(date +%Y%m%d_%H%M%S) && \
+	$(PY) -m rlhf_nb.train --seed $(call shq,$(or $(SEED),0)) --advantage grpo --batch_size 16 --num_generations 4 \
+	    --save_every 100 --out $(TRAIN_OUT) --run_name $$name && \
 	$(PY) -m rlhf_nb.evaluate --run $(TRAIN_OUT)/$$name
 
 train_full: $(STAMP)  ## several minutes, adaptive KL
