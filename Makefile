@@ -83,7 +83,7 @@ smoke-seeds: $(STAMP)  ## lesson 00's smoke run at the notebook's defaults, seed
 	$(PY) -m rlhf_nb.tools.smoke_seeds --overwrite
 
 .PHONY: capstone
-capstone: $(STAMP)  ## lesson 06's beta sweep and its critic/baseline variants, run to the optimum (rlhf_nb/assets/capstone-sweep.json; ~15 CPU min)
+capstone: $(STAMP)  ## lesson 06's beta sweep, its critic/baseline variants and reference-refresh runs (rlhf_nb/assets/capstone-sweep.json; ~16 CPU min)
 	$(PY) -m rlhf_nb.tools.capstone_sweep --overwrite --jobs $(OVEROPT_JOBS)
 
 train_smoke: $(STAMP)  ## a few PPO steps on the CLI (< 30 s)

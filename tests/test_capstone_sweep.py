@@ -9,8 +9,10 @@ import pytest
 
 import rlhf_nb.tools.capstone_sweep as tool
 from rlhf_nb.course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS,
-                                        STORED_KEYS, SWEEP_BETAS, SWEEP_SEEDS, load_capstone, result_from_dict,
-                                        result_to_dict, run_experiment, same_run)
+                                        REFRESH_EVERY, REFRESH_RUN, REFRESH_SEEDS, STORED_KEYS, SWEEP_BETAS,
+                                        SWEEP_SEEDS, load_capstone, refresh_from_dict, refresh_to_dict,
+                                        result_from_dict, result_to_dict, run_experiment, run_refresh, same_refresh,
+                                        same_run)
 
 TINY = dict(steps=3, max_new_tokens=8)
 
@@ -36,13 +38,29 @@ def test_the_warnings_kept_are_the_lines_the_run_printed(capsys):
     assert printed and r.warnings == printed
 
 
-def test_the_job_list_covers_the_sweep_and_each_variant():
+def test_the_job_list_covers_the_sweep_each_variant_and_the_refresh_runs():
     jobs = tool.jobs_list()
     assert [(b, s) for g, b, s, _ in jobs if g == "sweep"] == [(b, s) for b in SWEEP_BETAS for s in SWEEP_SEEDS]
     for label, change in CAPSTONE_VARIANTS.items():
         mine = [j for j in jobs if j[0] == label]
         assert [(b, s) for _, b, s, _ in mine] == [(CAPSTONE_VARIANT_BETA, s) for s in SWEEP_SEEDS]
         assert all(settings == {**CAPSTONE_RUN, **change} for *_, settings in mine)
+    for group, every in (("refresh fixed", None), ("refresh refreshed", REFRESH_EVERY)):
+        mine = [j for j in jobs if j[0] == group]
+        assert [s for _, _, s, _ in mine] == list(REFRESH_SEEDS)
+        assert all(settings == {**REFRESH_RUN, "every": every} for *_, settings in mine)
+
+
+@pytest.mark.slow
+def test_a_refresh_run_round_trips_and_a_rerun_matches_it():
+    tiny = dict(steps=4, batch_size=4, max_new_tokens=6)
+    r = run_refresh(2, seed=0, measure_at=(2, 4), n=8, **tiny)
+    back = refresh_from_dict(json.loads(json.dumps(refresh_to_dict(r))))
+    assert sorted(back.kl_to_original) == [2, 4] and (back.every, back.seed) == (2, 0)
+    assert same_refresh(run_refresh(2, seed=0, measure_at=(2, 4), n=8, **tiny), back) == 0.0
+    assert same_refresh(run_refresh(2, seed=1, measure_at=(2, 4), n=8, **tiny), back) > 1e-3
+    with pytest.raises(ValueError, match="different runs"):
+        same_refresh(run_refresh(None, seed=0, measure_at=(2, 4), n=8, **tiny), back)
 
 
 @pytest.mark.slow
@@ -51,6 +69,9 @@ def test_the_tool_writes_the_same_runs_at_any_number_of_jobs(tmp_path, monkeypat
     monkeypatch.setattr(tool, "SWEEP_BETAS", (0.0, 0.1))
     monkeypatch.setattr(tool, "SWEEP_SEEDS", (0,))
     monkeypatch.setattr(tool, "CAPSTONE_VARIANTS", {"vf 1": {"vf_coef": 1.0}})
+    monkeypatch.setattr(tool, "REFRESH_RUN", {"kl_coef": 0.2, "batch_size": 4, "steps": 2, "max_new_tokens": 6})
+    monkeypatch.setattr(tool, "REFRESH_SEEDS", (0,))
+    monkeypatch.setattr(tool, "REFRESH_GROUPS", {"fixed": None, "refreshed": 1})
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     tool.main(["--jobs", "1", "--out", str(one)])
     tool.main(["--jobs", "2", "--out", str(two)])
@@ -58,6 +79,9 @@ def test_the_tool_writes_the_same_runs_at_any_number_of_jobs(tmp_path, monkeypat
     for x, y in zip([*a["sweep"][0.0], *a["sweep"][0.1], *a["variants"]["vf 1"]],
                     [*b["sweep"][0.0], *b["sweep"][0.1], *b["variants"]["vf 1"]]):
         assert x.history == y.history and x.samples_after == y.samples_after
+    for x, y in zip([*a["refresh"]["fixed"], *a["refresh"]["refreshed"]], [*b["refresh"]["fixed"], *b["refresh"]["refreshed"]]):
+        assert x.history == y.history and x.kl_to_original == y.kl_to_original
+    assert [r.every for r in a["refresh"]["refreshed"]] == [1] and [r.every for r in a["refresh"]["fixed"]] == [None]
     assert a["variants"]["vf 1"][0].settings["vf_coef"] == 1.0
     direct = run_experiment(0.1, 4, steps=2, seed=0, max_new_tokens=6)
     assert same_run(direct, a["sweep"][0.1][0]) == 0.0
@@ -86,6 +110,12 @@ def test_the_committed_sweep_was_run_with_todays_settings(stored):
         assert [r.seed for r in runs] == list(SWEEP_SEEDS)
         assert all(len(r.history) == CAPSTONE_RUN["steps"] and r.kl_coef == beta for r in runs)
     assert list(stored["variants"]) == list(CAPSTONE_VARIANTS)
+    assert stored["refresh_settings"] == {**REFRESH_RUN, "every": REFRESH_EVERY}
+    for name, every in (("fixed", None), ("refreshed", REFRESH_EVERY)):
+        runs = stored["refresh"][name]
+        assert [(r.every, r.seed) for r in runs] == [(every, s) for s in REFRESH_SEEDS]
+        assert all(len(r.history) == REFRESH_RUN["steps"] and max(r.kl_to_original) == REFRESH_RUN["steps"]
+                   for r in runs)
 
 
 def test_no_run_with_a_kl_penalty_warns(stored):
@@ -95,6 +125,8 @@ def test_no_run_with_a_kl_penalty_warns(stored):
             assert beta == 0.0 or r.warnings == [], (beta, r.seed, r.warnings)
     for label, runs in stored["variants"].items():
         assert all(r.warnings == [] for r in runs), label
+    for name, runs in stored["refresh"].items():  # lesson 06: the drift shows only against π_0, not in a warning
+        assert all(r.warnings == [] for r in runs), name
 
 
 @pytest.mark.slow

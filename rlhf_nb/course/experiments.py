@@ -136,39 +136,55 @@ def warning_kinds(r: ExperimentResult) -> list[str]:
     return [line.split("[", 1)[1].split("]", 1)[0] for line in r.warnings]
 
 
+def history_columns(history: list[dict[str, float]], digits: int = 6) -> dict[str, list]:
+    """A run's per-step metrics as one column per STORED_KEYS metric, floats rounded to `digits` (how they are stored)."""
+    keys = [k for k in STORED_KEYS if k in history[0]] if history else []
+    return {k: [round(h[k], digits) if isinstance(h[k], float) else h[k] for h in history] for k in keys}
+
+
+def history_rows(cols: dict[str, list]) -> list[dict[str, float]]:
+    """The inverse of history_columns: one dict per step."""
+    return [dict(zip(cols, row)) for row in zip(*cols.values())]
+
+
 def result_to_dict(r: ExperimentResult, digits: int = 6) -> dict[str, Any]:
     """A JSON-ready copy of a result: its history as one column per STORED_KEYS metric, rounded to `digits`."""
-    keys = [k for k in STORED_KEYS if k in r.history[0]] if r.history else []
-    hist = {k: [round(h[k], digits) if isinstance(h[k], float) else h[k] for h in r.history] for k in keys}
     return {"kl_coef": r.kl_coef, "batch_size": r.batch_size, "steps": r.steps, "seed": r.seed,
             "settings": r.settings, "cpu_s": round(r.cpu_s, 1), "final": r.final, "warnings": r.warnings,
-            "samples_before": r.samples_before, "samples_after": r.samples_after, "history": hist}
+            "samples_before": r.samples_before, "samples_after": r.samples_after,
+            "history": history_columns(r.history, digits)}
 
 
 def result_from_dict(d: dict[str, Any]) -> ExperimentResult:
     """The inverse of result_to_dict (no trained state: a stored run has only its numbers and samples)."""
-    cols = d["history"]
-    history = [dict(zip(cols, row)) for row in zip(*cols.values())]
-    return ExperimentResult(d["kl_coef"], d["batch_size"], d["steps"], d["seed"], history, d["samples_before"],
-                            d["samples_after"], d["final"], None, d["warnings"], d["settings"], d["cpu_s"])
+    return ExperimentResult(d["kl_coef"], d["batch_size"], d["steps"], d["seed"], history_rows(d["history"]),
+                            d["samples_before"], d["samples_after"], d["final"], None, d["warnings"], d["settings"],
+                            d["cpu_s"])
 
 
-def same_run(live: ExperimentResult, stored: ExperimentResult, digits: int = 6) -> float:
+def largest_difference(live: list[dict[str, float]], stored: list[dict[str, float]], digits: int = 6) -> float:
     """The largest difference between two runs' per-step metrics (STORED_KEYS, `live` rounded as stored); 0.0 when
     the live run reproduces the stored one. Raises ValueError when they did not run the same steps."""
-    a, b = result_from_dict(result_to_dict(live, digits)).history, stored.history
+    a, b = history_rows(history_columns(live, digits)), stored
     if [h["step"] for h in a] != [h["step"] for h in b]:
         raise ValueError(f"different steps: {len(a)} live, {len(b)} stored")
     return max((abs(x[k] - y[k]) for x, y in zip(a, b) for k in y if k != "step"
                 if not (math.isnan(x[k]) and math.isnan(y[k]))), default=0.0)
 
 
+def same_run(live: ExperimentResult, stored: ExperimentResult, digits: int = 6) -> float:
+    """largest_difference of two runs' histories: 0.0 when the live run reproduces the stored one."""
+    return largest_difference(live.history, stored.history, digits)
+
+
 def load_capstone(path: str | Path = CAPSTONE_PATH) -> dict[str, Any]:
-    """Lesson 06's stored sweep (written by `make capstone`): {"sweep": {β: [result per seed]}, "variants":
-    {label: [result per seed]}, "settings": CAPSTONE_RUN as run, "cpu_s": …, "command": …}."""
+    """Lesson 06's stored runs (written by `make capstone`): {"sweep": {β: [result per seed]}, "variants":
+    {label: [result per seed]}, "refresh": {"fixed": [RefreshResult per seed], "refreshed": [… per seed]},
+    "settings": CAPSTONE_RUN as run, "refresh_settings": REFRESH_RUN as run, "cpu_s": …, "command": …}."""
     raw = json.loads(Path(path).read_text())
     return {**raw, "sweep": {float(b): [result_from_dict(d) for d in runs] for b, runs in raw["sweep"].items()},
-            "variants": {k: [result_from_dict(d) for d in runs] for k, runs in raw["variants"].items()}}
+            "variants": {k: [result_from_dict(d) for d in runs] for k, runs in raw["variants"].items()},
+            "refresh": {k: [refresh_from_dict(d) for d in runs] for k, runs in raw["refresh"].items()}}
 
 
 
@@ -285,6 +301,27 @@ class RefreshResult:
     kl_to_original: dict[int, float]  # step -> nats per completion, measured on KL_PROBE_SAMPLES samples
     warnings: list[str] = field(default_factory=list)
     cpu_s: float = 0.0
+
+
+def refresh_to_dict(r: RefreshResult, digits: int = 6) -> dict[str, Any]:
+    """A JSON-ready copy of a reference-refresh run, rounded as result_to_dict rounds."""
+    return {"every": r.every, "seed": r.seed, "cpu_s": round(r.cpu_s, 1), "warnings": r.warnings,
+            "kl_to_original": {str(step): round(kl, digits) for step, kl in r.kl_to_original.items()},
+            "history": history_columns(r.history, digits)}
+
+
+def refresh_from_dict(d: dict[str, Any]) -> RefreshResult:
+    return RefreshResult(d["every"], d["seed"], history_rows(d["history"]),
+                         {int(step): kl for step, kl in d["kl_to_original"].items()}, d["warnings"], d["cpu_s"])
+
+
+def same_refresh(live: RefreshResult, stored: RefreshResult, digits: int = 6) -> float:
+    """The largest difference between two refresh runs, over every stored metric and step and the KL to π_0."""
+    if live.every != stored.every or sorted(live.kl_to_original) != sorted(stored.kl_to_original):
+        raise ValueError(f"different runs: refreshed every {live.every} and {stored.every} steps, KL measured after "
+                         f"steps {sorted(live.kl_to_original)} and {sorted(stored.kl_to_original)}")
+    kl = max(abs(round(v, digits) - stored.kl_to_original[step]) for step, v in live.kl_to_original.items())
+    return max(kl, largest_difference(live.history, stored.history, digits))
 
 
 def run_refresh(every: int | None, seed: int, measure_at: tuple[int, ...] | None = None, n: int = KL_PROBE_SAMPLES,

@@ -1,10 +1,11 @@
-"""`make capstone`: lesson 06's β sweep and its β = 0.05 variants, run to the end and stored
-(rlhf_nb/assets/capstone-sweep.json).
+"""`make capstone`: lesson 06's β sweep, its β = 0.05 variants and its reference-refresh runs, run to the end and
+stored (rlhf_nb/assets/capstone-sweep.json).
 
-Each run is `rlhf_nb.course.experiments.run_experiment` with CAPSTONE_RUN's settings: the sweep is every β of
-SWEEP_BETAS × every seed of SWEEP_SEEDS; the variants change one thing at β = 0.05 (CAPSTONE_VARIANTS). Every run seeds
-itself, so the numbers do not depend on --jobs or on the order the runs finish in; lesson 06 re-runs one of them live
-and checks that it matches the file to the last stored digit.
+Each sweep run is `rlhf_nb.course.experiments.run_experiment` with CAPSTONE_RUN's settings: every β of SWEEP_BETAS ×
+every seed of SWEEP_SEEDS; the variants change one thing at β = 0.05 (CAPSTONE_VARIANTS). The refresh runs are
+`run_refresh` at REFRESH_RUN, with a fixed reference and with one refreshed every REFRESH_EVERY steps, per seed of
+REFRESH_SEEDS. Every run seeds itself, so the numbers do not depend on --jobs or on the order the runs finish in;
+lesson 06 re-runs one sweep run and one refresh run live and checks that they match the file to the last stored digit.
 
     python -m rlhf_nb.tools.capstone_sweep --jobs 2     # make capstone (about 15 CPU minutes, half that in wall time)
 """
@@ -15,24 +16,37 @@ from dataclasses import dataclass
 
 from ..cli import cli_from_dataclass
 from ..config import Options, check_output_file, option
-from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, SWEEP_BETAS,
-                                  SWEEP_SEEDS, result_to_dict, run_settings)
+from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, REFRESH_EVERY,
+                                  REFRESH_RUN, REFRESH_SEEDS, SWEEP_BETAS, SWEEP_SEEDS, refresh_to_dict, result_to_dict,
+                                  run_refresh, run_settings)
 from ..runlog import write_json_atomically
 from . import parallel_map
 
 
+REFRESH_GROUPS = {"fixed": None, "refreshed": REFRESH_EVERY}  # steps between reference refreshes (None: never)
+
+
 def jobs_list() -> list[tuple[str, float, int, dict]]:
-    """(group, β, seed, settings) of every run: group is "sweep" or a CAPSTONE_VARIANTS label. The settings travel
-    with the job, so a worker process runs what this list says (experiments.run_capstone is the same run)."""
+    """(group, β, seed, settings) of every run: group is "sweep", a CAPSTONE_VARIANTS label, or "refresh fixed" /
+    "refresh refreshed". The settings travel with the job, so a worker process runs what this list says
+    (experiments.run_capstone and run_refresh are the same runs)."""
     runs = [("sweep", b, s, dict(CAPSTONE_RUN)) for b in SWEEP_BETAS for s in SWEEP_SEEDS]
     runs += [(label, CAPSTONE_VARIANT_BETA, s, {**CAPSTONE_RUN, **change})
              for label, change in CAPSTONE_VARIANTS.items() for s in SWEEP_SEEDS]
+    runs += [(f"refresh {name}", REFRESH_RUN["kl_coef"], s, {**REFRESH_RUN, "every": every})
+             for name, every in REFRESH_GROUPS.items() for s in REFRESH_SEEDS]
     return runs
 
 
 def one_run(job: tuple[str, float, int, dict]) -> dict:
     """Run one job in this process (one torch thread, as RunConfig's default) and return it as stored."""
-    _, beta, seed, settings = job
+    group, beta, seed, settings = job
+    if group.startswith("refresh "):
+        settings = dict(settings)
+        every = settings.pop("every")
+        # a fixed reference's logged KL is already the KL to π_0: measured once, after the last step (as lesson 06)
+        return refresh_to_dict(run_refresh(every, seed, measure_at=None if every else (settings["steps"],),
+                                           **settings))
     return result_to_dict(run_settings(beta, seed, settings))
 
 
@@ -64,14 +78,20 @@ def main(argv=None) -> dict:
     t0 = time.time()
     out = {"command": "python -m rlhf_nb.tools.capstone_sweep  (make capstone)", "settings": CAPSTONE_RUN,
            "variant_beta": CAPSTONE_VARIANT_BETA, "variants_changed": CAPSTONE_VARIANTS,
-           "sweep": {str(b): [] for b in SWEEP_BETAS}, "variants": {k: [] for k in CAPSTONE_VARIANTS}}
+           "refresh_settings": {**REFRESH_RUN, "every": REFRESH_EVERY},
+           "sweep": {str(b): [] for b in SWEEP_BETAS}, "variants": {k: [] for k in CAPSTONE_VARIANTS},
+           "refresh": {k: [] for k in REFRESH_GROUPS}}
     for (group, beta, seed, _), r in zip(jobs, parallel_map(one_run, jobs, args.jobs)):
-        (out["sweep"][str(beta)] if group == "sweep" else out["variants"][group]).append(r)
-        f = r["final"]
-        print(f"{group:22s} beta {beta:<4g} seed {seed}: score {f['objective/scores']:+.3f}  "
-              f"KL {f['objective/kl']:6.2f}  warnings {len(r['warnings'])}  {r['cpu_s']:.0f} CPU s  "
-              f"({time.time() - t0:.0f} s)", flush=True)
-    out["cpu_s"] = round(sum(r["cpu_s"] for g in ("sweep", "variants") for rs in out[g].values() for r in rs))
+        if group.startswith("refresh "):
+            out["refresh"][group.removeprefix("refresh ")].append(r)
+            score = r["history"]["objective/scores"][-1]
+            kl = f"KL to pi_0 {r['kl_to_original'][max(r['kl_to_original'], key=int)]:6.2f}"
+        else:
+            (out["sweep"][str(beta)] if group == "sweep" else out["variants"][group]).append(r)
+            score, kl = r["final"]["objective/scores"], f"KL {r['final']['objective/kl']:6.2f}"
+        print(f"{group:22s} beta {beta:<4g} seed {seed}: score {score:+.3f}  {kl}  warnings {len(r['warnings'])}  "
+              f"{r['cpu_s']:.0f} CPU s  ({time.time() - t0:.0f} s)", flush=True)
+    out["cpu_s"] = round(sum(r["cpu_s"] for g in ("sweep", "variants", "refresh") for rs in out[g].values() for r in rs))
     write_json_atomically(args.out, out)
     print(f"wrote {args.out} ({len(jobs)} runs, {out['cpu_s']} CPU s)")
     return out
