@@ -171,8 +171,9 @@ def train_reward_model(pairs: list[dict], eval_pairs: list[dict] | None = None, 
                        progress: bool = True):
     """Fit r with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l)). Returns (model, tokenizer, history).
 
-    history: `loss` and `accuracy` (r_w > r_l on the batch's labels) per step; `eval_accuracy` per epoch against
-    the gold ordering of `eval_pairs` (see `evaluate`).
+    history: `loss`, `accuracy` (r_w > r_l on the batch's labels) and `score_std` (the spread of r over the batch's
+    2b completions: near 0, every margin is near 0 and the loss sits at log 2) per step; `eval_accuracy` per epoch
+    against the gold ordering of `eval_pairs` (see `evaluate`).
     """
     if not pairs:
         raise ValueError("pairs must be a non-empty list of preference records")
@@ -180,7 +181,7 @@ def train_reward_model(pairs: list[dict], eval_pairs: list[dict] | None = None, 
         model, tokenizer = init_reward_model()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
-    history = {"loss": [], "accuracy": [], "eval_accuracy": []}
+    history = {"loss": [], "accuracy": [], "score_std": [], "eval_accuracy": []}
     n_steps = epochs * math.ceil(len(pairs) / batch_size)
     bar = tqdm(total=n_steps, desc="reward model", disable=not progress)
     for _ in range(epochs):
@@ -201,6 +202,7 @@ def train_reward_model(pairs: list[dict], eval_pairs: list[dict] | None = None, 
             opt.step()
             history["loss"].append(loss.item())
             history["accuracy"].append((margin > 0).float().mean().item())
+            history["score_std"].append(r.detach().std().item())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if eval_pairs:

@@ -87,9 +87,15 @@ def test_bradley_terry_training_fits_its_pairs():
     torch.manual_seed(0)
     train = _corpus_pairs(16, seed=0, temperature=0.0)
     model, tok, hist = rm.train_reward_model(train, train, epochs=15, batch_size=16, lr=1e-3, seed=0, progress=False)
-    assert len(hist["loss"]) == 15 and len(hist["eval_accuracy"]) == 15
+    assert len(hist["loss"]) == len(hist["score_std"]) == 15 and len(hist["eval_accuracy"]) == 15
     assert hist["loss"][-1] < 0.5 * hist["loss"][0]
     assert rm.evaluate(model, tok, train)["label_accuracy"] >= 0.9
+    # score_std: at the first step the fresh head scores the batch almost alike; the trained model spreads it out
+    ids = rm.encode(tok, [r["prompt"] for r in train] * 2, [r["chosen"] for r in train] + [r["rejected"] for r in train],
+                    rm.context_length(model))
+    with torch.no_grad():
+        after = rm.raw_scores(model, ids).std().item()
+    assert hist["score_std"][0] < 0.5 * after  # a near-constant score at the start, spread out once learned
 
 
 def test_committed_reward_model_is_accurate_and_centred():
