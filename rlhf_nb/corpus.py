@@ -5,6 +5,7 @@ import random
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import vaderSentiment
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -229,11 +230,12 @@ def corpus_text(n_sentences: int = 40_000, seed: int = 0, eos: str = "\n") -> st
     return eos.join(build_corpus(n_sentences, seed)) + eos
 
 
-def get_prompts(n: int, seed: int = 0) -> list[str]:
-    """`n` prompts drawn from PROMPTS: every prompt once per cycle, cycles shuffled by `seed`."""
+def get_prompts(n: int, seed: int = 0, prompts: Sequence[str] = PROMPTS) -> list[str]:
+    """`n` prompts drawn from `prompts` (default: the review prompts): every prompt once per cycle, cycles shuffled by
+    `seed`."""
     rng, out = random.Random(seed), []
     while len(out) < n:
-        cycle = list(PROMPTS)
+        cycle = list(prompts)
         rng.shuffle(cycle)
         out.extend(cycle)
     return out[:n]

@@ -46,6 +46,31 @@ def test_trainer_runs_logs_reward_and_maps_config(model_dir, tmp_path, algo):
     assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())  # nothing saved
 
 
+@pytest.mark.slow
+def test_the_arithmetic_task_runs_in_trl_with_its_model_prompts_and_checker(tmp_path):
+    """--task arithmetic (lesson 12) in TRL: the task's model, its training split only, and the checker's reward."""
+    pytest.importorskip("trl", reason="needs the TRL extra: pip install -e .[trl]")
+    from transformers import AutoTokenizer
+
+    from rlhf_nb.bridges.trl import StepTimer, make_trl_trainer
+    from rlhf_nb.tasks import ARITH_MODEL_DIR, arith_split
+
+    cfg = RunConfig(task="arithmetic", advantage="grpo", batch_size=4, num_generations=4, max_new_tokens=6,
+                    steps_per_epoch=2, seed=0, progress=False)
+    timer = StepTimer.make()
+    trainer = make_trl_trainer(cfg, output_dir=str(tmp_path), callbacks=[timer])
+    train, held_out = arith_split()
+    prompts = trainer.train_dataset["prompt"]
+    assert len(prompts) == len(train) and set(prompts) == set(train) and not set(prompts) & set(held_out)
+    arith_vocab = len(AutoTokenizer.from_pretrained(ARITH_MODEL_DIR))  # the task's tokenizer, not the review model's
+    assert len(trainer.processing_class) == arith_vocab == trainer.model.config.vocab_size
+    check = trainer.reward_funcs[0]
+    assert check(["37+48=", "37+48=", "37+48="], ["85", "84", "85 "]) == [1.0, 0.0, 0.0]  # right, wrong, malformed
+    trainer.train()
+    rewards = [log["rewards/rlhf_nb_arithmetic/mean"] for log in timer.logs if "rewards/rlhf_nb_arithmetic/mean" in log]
+    assert len(rewards) == cfg.total_steps and all(0.0 <= r <= 1.0 for r in rewards)
+
+
 def test_config_kwargs_without_trl(model_dir):
     """The knob mapping is plain Python: checked without importing TRL."""
     from rlhf_nb.bridges.trl import KNOB_MAP, UNMAPPED, trl_config_kwargs

@@ -30,7 +30,7 @@ import torch
 from ..config import RunConfig
 from ..corpus import PROMPTS, get_prompts
 from ..policy import EMBEDDED, model_context_length, pick_device, resolve_model_path
-from ..rewards import reward_for
+from ..tasks import task_parts
 
 EXTRA_HINT = "pip install -e .[trl]"
 ALGOS = ("grpo", "rloo")
@@ -78,6 +78,9 @@ KNOB_MAP: dict[str, tuple[str, str]] = {
     "reward_model": ("reward_funcs", "with --reward learned: that reward model, wrapped like every other reward"),
     "missing_eos_penalty": ("reward_funcs", "applied inside the reward wrapper: score − penalty when no EOS was sampled"),
     "model": ("model", "a local folder or hub id; 'embedded' is the kit's folder; TRL loads policy and reference from it"),
+    "task": ("model, train_dataset, reward_funcs", "the task's model, prompts and reward, as rlhf_nb.train picks them: "
+                                                   "arithmetic trains tiny-gpt2-arith on the a+b= training split, scored "
+                                                   "by the checker (lesson 12)"),
     **_RUN_KNOBS,
     "log_samples": ("log_completions", "log_completions=False (TRL writes parquet tables when on)"),
 }
@@ -103,8 +106,6 @@ UNMAPPED: dict[str, str] = {
     "dynamic_sampling": "TRL 1.16's GRPOTrainer keeps groups whose rewards tie (it logs their share as "
                         "frac_reward_zero_std); the bridge refuses --dynamic_sampling",
     "gold": "rlhf_nb's own extra measure (objective/gold_scores); TRL logs only its reward functions",
-    "task": "the bridge runs the review task only (its prompts and --reward); it refuses --task arithmetic, which "
-            "rlhf_nb.train runs (lesson 12)",
     **_RUN_UNMAPPED,
     "advantage=gae": "TRL 1.16 has no PPO (deleted in TRL PR 7020); PPO with a value head is rlhf_nb's own train.py",
 }
@@ -188,12 +189,14 @@ def _no_checkpointing() -> dict:
     return {"activation_checkpointing": False} if new else {"gradient_checkpointing": False}
 
 
-def _prompt_dataset(cfg: RunConfig):
-    """rlhf_nb's prompts as a datasets.Dataset with a "prompt" column, long enough for one pass over the run."""
+def _prompt_dataset(cfg: RunConfig, prompts: list[str] = PROMPTS):
+    """The run's prompts (--task's: the review prompts, or the arithmetic task's training split) as a datasets.Dataset
+    with a "prompt" column, long enough for one pass over the run: each prompt once per cycle, cycles shuffled by
+    --seed."""
     from datasets import Dataset
 
-    n = max(len(PROMPTS), cfg.batch_size * cfg.total_steps)
-    return Dataset.from_dict({"prompt": get_prompts(n, cfg.seed)})
+    n = max(len(prompts), cfg.batch_size * cfg.total_steps)
+    return Dataset.from_dict({"prompt": get_prompts(n, cfg.seed, prompts)})
 
 
 def _world_size() -> int:
@@ -209,8 +212,6 @@ def trl_config_kwargs(cfg: RunConfig, algo: str, output_dir: str, world_size: in
     if cfg.dynamic_sampling:
         raise ValueError("--dynamic_sampling: TRL 1.16's trainers keep groups whose rewards tie (no filter); drop it "
                          "to run in TRL")
-    if cfg.task != "reviews":
-        raise ValueError(f"--task {cfg.task}: the TRL bridge runs the review task only; use python -m rlhf_nb.train")
     if algo == "rloo" and cfg.loss_type != "bnpo":
         raise ValueError(f"--loss_type {cfg.loss_type}: TRL's RLOO clips one ratio per sequence and averages over "
                          f"sequences, with no loss_type; keep the default (bnpo) with --algo rloo")
@@ -389,8 +390,9 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
     """
     cfg.validate()
     trl_config_kwargs(cfg, algo, "")  # refuses knobs TRL's trainer lacks and --device cuda without a GPU
-    if cfg.model not in (None, "", EMBEDDED) and model is None:
-        model = cfg.model
+    task_model, task_prompts, task_reward = task_parts(cfg)  # --task: the model, prompts and reward, as rlhf_nb.train
+    if task_model not in (None, "", EMBEDDED) and model is None:
+        model = task_model
     path = resolve_model_path(model if isinstance(model, str) else None) if not hasattr(model, "save_pretrained") else None
     if path is None and tokenizer is None:
         raise ValueError("pass the tokenizer together with a loaded model object")
@@ -424,15 +426,15 @@ def make_trl_trainer(cfg: RunConfig, algo: str = "grpo", reward: Callable | None
         tok.padding_side = "left"  # generate() appends on the right, so prompts must end there
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        reward_fn = reward or reward_for(cfg.reward, cfg.reward_model)
-        trl_reward = TRLReward(reward_fn, f"rlhf_nb_{cfg.reward}", cfg.missing_eos_penalty, tok.eos_token_id)
+        reward_name = f"rlhf_nb_{cfg.reward if cfg.task == 'reviews' else cfg.task}"
+        trl_reward = TRLReward(reward or task_reward, reward_name, cfg.missing_eos_penalty, tok.eos_token_id)
         kw = trl_config_kwargs(cfg, algo, output_dir)
         Config, Trainer = (trl.GRPOConfig, trl.GRPOTrainer) if algo == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)
         args = Config(**kw)
         cbs = list(callbacks or [])
         if cfg.max_minutes is not None:
             cbs.append(StepTimer.make(60 * cfg.max_minutes))
-        trainer = Trainer(model=path, reward_funcs=trl_reward, args=args, train_dataset=_prompt_dataset(cfg),
+        trainer = Trainer(model=path, reward_funcs=trl_reward, args=args, train_dataset=_prompt_dataset(cfg, task_prompts),
                           processing_class=tok, callbacks=cbs)
     except BaseException:
         if temp_model is not None:
