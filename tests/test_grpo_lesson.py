@@ -170,6 +170,24 @@ def test_what_the_lesson_says_about_the_stored_sweep(stored):
     for lab in ("k3 in loss × ratio", "k3 in loss"):
         assert "bands separate" in gl.verdict(runs, lab, "bnpo", "objective/kl")
     assert "overlap" in gl.verdict(runs, "clip-higher 0.28", "bnpo", "policy/entropy")
+    # std scaling: no band of scale none or scale batch separates from bnpo's; batch ends with a higher score on every
+    # seed (the lead the lesson names), its J/J* range still overlapping bnpo's
+    for lab in ("scale none", "scale batch"):
+        for key in ("objective/scores", "objective/kl"):
+            assert "overlap" in gl.verdict(runs, lab, "bnpo", key), (lab, key)
+    assert min(r.final_reward for r in runs["scale batch"]) > max(r.final_reward for r in runs["bnpo"])
+
+
+def test_group_weights_follow_the_scaling():
+    # two groups of the same shape, one ten times wider: dividing by each group's std gives them equal push; dividing
+    # by one number (batch) or by nothing keeps the wide group's ten times larger push
+    scores = torch.tensor([0.50, 0.51, 0.52, 0.53, -0.4, -0.3, -0.2, -0.1], dtype=torch.float64)
+    table = gl.group_weight_table(scores, 4, bins=2)
+    # equal up to the divisor's ε = 1e-4, which weighs more against the narrow group's std of 0.013
+    assert table["share of |A|, group"].tolist() == pytest.approx([0.5, 0.5], abs=5e-3)
+    assert table["share of |A|, none"].tolist() == pytest.approx([1 / 11, 10 / 11])
+    assert table["share of |A|, batch"].tolist() == pytest.approx(table["share of |A|, none"].tolist())
+    assert table["groups"].tolist() == [1, 1] and table["group std"].iloc[0].startswith("0.013")
 
 
 def run_gap(r, last=20):

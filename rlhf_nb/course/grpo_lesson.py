@@ -30,6 +30,8 @@ GRPO_VARIANTS: dict[str, dict[str, Any]] = {
     "clip-higher 0.28": {"clip_range_high": 0.28},
     "entropy bonus 0.01": {"ent_coef": 0.01},
     "dynamic sampling": {"dynamic_sampling": True},
+    "scale none": {"scale_rewards": "none"},
+    "scale batch": {"scale_rewards": "batch"},
     "k3 in loss × ratio": {"kl_in_loss": True, "kl_loss_ratio": True},
     "k3 in loss": {"kl_in_loss": True, "kl_loss_ratio": False},
     "phrase reward": {"reward": "phrase"},
@@ -177,6 +179,43 @@ def base_length_and_score(n: int = 256, seed: int = 0, max_new_tokens: int = GRP
     g = torch.Generator().manual_seed(seed)
     ro = sample_rollout(lm, tok, get_prompts(n, seed=seed), max_new_tokens, g)
     return ro.completion_mask.float().sum(1), get_reward("sentiment")(ro.prompts, ro.completions).float()
+
+
+def base_group_scores(n_prompts: int = 64, num_generations: int = GRPO_RUN["num_generations"], seed: int = 0,
+                      max_new_tokens: int = GRPO_RUN["max_new_tokens"]) -> torch.Tensor:
+    """One GRPO batch of the base policy, scored: n_prompts prompts × num_generations completions, each prompt's
+    completions next to each other (as rlhf_nb.train draws them), sentiment scores (n_prompts·num_generations,)."""
+    from ..corpus import get_prompts
+    from ..policy import load_policy
+    from ..rewards import get_reward
+
+    lm, tok = load_policy("embedded")
+    prompts = [p for p in get_prompts(n_prompts, seed=seed) for _ in range(num_generations)]
+    ro = sample_rollout(lm, tok, prompts, max_new_tokens, torch.Generator().manual_seed(seed))
+    return get_reward("sentiment")(ro.prompts, ro.completions).double()
+
+
+def group_weight_table(scores: torch.Tensor, num_generations: int, bins: int = 4,
+                       scales=("group", "batch", "none")):
+    """How hard each group pushes under each --scale_rewards. Groups are sorted by the std of their scores into `bins`
+    bins of equal size; per bin: its std range and, per scaling, its share of the batch's Σ_i |A_i| with A from
+    rlhf_nb.advantages.group_advantages (the package's, as the trainer computes it). A pandas DataFrame."""
+    import pandas as pd
+
+    from ..advantages import group_advantages
+
+    std = scores.double().view(-1, num_generations).std(dim=1)  # (groups,), unbiased like the advantage's divisor
+    order = torch.argsort(std, stable=True)
+    mass = {sc: group_advantages(scores.double(), num_generations, "grpo", sc).abs().view(-1, num_generations).sum(1)
+            for sc in scales}  # Σ_i |A_i| per group
+    rows = []
+    for part in torch.tensor_split(order, bins):
+        row = {"groups": len(part), "group std": f"{std[part].min():.3f}–{std[part].max():.3f}"}
+        for sc, m in mass.items():
+            row[f"share of |A|, {sc}"] = float(m[part].sum() / m.sum())
+        rows.append(row)
+    return pd.DataFrame(rows, index=pd.Index([f"{i + 1}" for i in range(bins)], name="std quartile" if bins == 4
+                                             else "std bin"))
 
 
 def sample_rollout(lm, tok, prompts, max_new_tokens, generator):
