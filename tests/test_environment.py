@@ -37,3 +37,16 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test\b", (ROOT / ".ci" / "run").read_text(), re.M)
     readme = (ROOT / "README.md").read_text()
     assert "make smoke" in readme and "make test" in readme
+
+
+def test_the_readme_package_map_names_every_module_and_tool():
+    """The README's map of rlhf_nb/ is the table of contents: a new module or tool that it does not name fails here."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("rlhf_nb/ "):]
+    block = block[: block.index("```")]
+    pkg = ROOT / "rlhf_nb"
+    names = [p.stem for p in pkg.glob("*.py") if p.stem != "__init__"]
+    names += [p.stem for p in (pkg / "tools").glob("*.py") if p.stem != "__init__"]
+    names += [p.stem for p in (pkg / "course").glob("*.py") if p.stem != "__init__"]
+    missing = [n for n in names if not re.search(rf"\b{re.escape(n)}\b", block)]
+    assert not missing, f"the README's package map does not name: {missing}"
