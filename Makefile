@@ -75,7 +75,7 @@ overopt: $(STAMP)  ## best-of-n and PPO on each proxy, scored by the gold (rlhf_
 	$(PY) -m rlhf_nb.tools.overopt_sweep --overwrite --jobs $(OVEROPT_JOBS)
 
 .PHONY: grpo_sweep
-grpo_sweep: $(STAMP)  ## lesson 11's GRPO variants over seeds 0-2, and J* (rlhf_nb/assets/grpo-sweep.json; ~12 CPU min)
+grpo_sweep: $(STAMP)  ## lesson 11's GRPO variants over seeds 0-2, and J* (rlhf_nb/assets/grpo-sweep.json; ~13 CPU min)
 	$(PY) -m rlhf_nb.tools.grpo_sweep --overwrite --jobs $(OVEROPT_JOBS)
 
 .PHONY: smoke-seeds

@@ -101,6 +101,7 @@ def test_a_stored_run_round_trips_and_a_rerun_matches_it(monkeypatch):
 
 def test_variant_settings_names_the_labels():
     assert gl.variant_settings("dr_grpo")["loss_type"] == "dr_grpo"
+    assert gl.variant_settings("TRL defaults (dapo, β = 0)")["kl_coef"] == 0.0  # a variant may set its own β
     with pytest.raises(KeyError, match="the variants are"):
         gl.variant_settings("nope")
 
@@ -142,7 +143,9 @@ def test_the_committed_sweep_was_run_with_todays_settings(stored):
 # completion of this model ends on the phrase, so every phrase group ties (zero advantages)
 EXPLAINED = {"k3 in loss × ratio": {"kl_spike", "kl_runaway", "entropy_collapse", "scores_std_collapse"},
              "k3 in loss": {"kl_spike", "kl_runaway", "entropy_collapse", "scores_std_collapse"},
-             "phrase reward": {"no_gradient"}, "phrase reward + dynamic sampling": {"no_gradient"}}
+             "phrase reward": {"no_gradient"}, "phrase reward + dynamic sampling": {"no_gradient"},
+             # TRL's defaults train with no KL term: nothing holds the policy, it hacks the sentiment reward
+             "TRL defaults (dapo, β = 0)": {"kl_runaway", "scores_std_collapse", "entropy_collapse", "never_stops"}}
 
 
 def test_only_the_runs_the_lesson_explains_warn_and_only_as_it_says(stored):
@@ -176,6 +179,9 @@ def test_what_the_lesson_says_about_the_stored_sweep(stored):
         for key in ("objective/scores", "objective/kl"):
             assert "overlap" in gl.verdict(runs, lab, "bnpo", key), (lab, key)
     assert min(r.final_reward for r in runs["scale batch"]) > max(r.final_reward for r in runs["bnpo"])
+    # TRL's defaults (β = 0): the KL runs past even the k3-in-the-loss runs', at a score near the maximum
+    assert "bands separate" in gl.verdict(runs, "TRL defaults (dapo, β = 0)", "k3 in loss × ratio", "objective/kl")
+    assert all(r.final_reward > 0.95 and r.final_kl > 50 for r in runs["TRL defaults (dapo, β = 0)"])
 
 
 def test_group_weights_follow_the_scaling():

@@ -32,6 +32,7 @@ GRPO_VARIANTS: dict[str, dict[str, Any]] = {
     "dynamic sampling": {"dynamic_sampling": True},
     "scale none": {"scale_rewards": "none"},
     "scale batch": {"scale_rewards": "batch"},
+    "TRL defaults (dapo, β = 0)": {"loss_type": "dapo", "kl_coef": 0.0},  # GRPOConfig's own: no KL term at all
     "k3 in loss × ratio": {"kl_in_loss": True, "kl_loss_ratio": True},
     "k3 in loss": {"kl_in_loss": True, "kl_loss_ratio": False},
     "phrase reward": {"reward": "phrase"},
@@ -55,7 +56,13 @@ def variant_settings(label: str) -> dict[str, Any]:
 
 def run_variant(label: str, seed: int) -> ExperimentResult:
     """One run of the stored sweep, exactly as `make grpo_sweep` runs it."""
-    return run_settings(GRPO_BETA, seed, variant_settings(label))
+    return run_settings_beta(seed, variant_settings(label))
+
+
+def run_settings_beta(seed: int, settings: dict[str, Any]) -> ExperimentResult:
+    """experiments.run_settings at the settings' own kl_coef where a variant sets one, else at GRPO_BETA."""
+    rest = dict(settings)
+    return run_settings(rest.pop("kl_coef", GRPO_BETA), seed, rest)
 
 
 def grpo_result_to_dict(r: ExperimentResult, digits: int = 6) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..cli import cli_from_dataclass
 from ..config import Options, check_output_file, option
 from ..course.grpo_lesson import (GRPO_BETA, GRPO_RUN, GRPO_SEEDS, GRPO_SWEEP_PATH, GRPO_VARIANTS, OPTIMUM_SAMPLES,
-                                  grpo_result_to_dict)
+                                  grpo_result_to_dict, run_settings_beta)
 from ..runlog import write_json_atomically
 from . import parallel_map
 
@@ -26,10 +26,8 @@ def jobs_list() -> list[tuple[str, int, dict]]:
 
 def one_run(job: tuple[str, int, dict]) -> dict:
     """Run one job in this process (one torch thread, RunConfig's default) and return it as stored."""
-    from ..course.experiments import run_settings
-
     _, seed, settings = job
-    return grpo_result_to_dict(run_settings(GRPO_BETA, seed, settings))
+    return grpo_result_to_dict(run_settings_beta(seed, settings))
 
 
 def optimum() -> dict:
