@@ -2,7 +2,7 @@
 
 A run maximises J(π) = E_π[r] − β·KL(π‖ρ). This command measures the run's policy on fresh samples of every training
 prompt (score, KL summed over each completion, J) and estimates the KL-regularised optimum's J* from samples of the
-base model (rlhf_nb.optimum), then prints J/J*: 1 is the optimum, 0 is the base model.
+base model (rlhf_nb.optimum), then prints J/J*: 1 is the optimum, about 0 the base model.
 
     python -m rlhf_nb.evaluate --run runs/run_20261205_101500       # the run's final/
     python -m rlhf_nb.evaluate --run runs/run_…/checkpoints/step_100
@@ -87,7 +87,8 @@ def evaluate(opts: EvaluateOptions, say=print) -> dict:
     j = objective(policy["score"], policy["kl"], beta)
     out = {"checkpoint": str(folder), "step": state_json["step"], "beta": beta, "score": policy["score"],
            "kl": policy["kl"], "J": j, "n": policy["n"], "optimum": opt, "J_ratio": j / opt["J_star"]}
-    say(f"{folder} (step {out['step']}), β = {beta:g}, reward {cfg.reward}, {cfg.max_new_tokens} new tokens")
+    scored_by = f"reward {cfg.reward}" if cfg.task == "reviews" else f"task {cfg.task} (its checker)"
+    say(f"{folder} (step {out['step']}), β = {beta:g}, {scored_by}, {cfg.max_new_tokens} new tokens")
     rows = [("", "score", "KL (nats)", "J = score − β·KL"),
             (f"policy ({policy['n']} fresh samples)", f"{policy['score']:.3f}", f"{policy['kl']:.2f}", f"{j:.3f}"),
             (f"optimum π* ({len(base_prompts)} base samples)", f"{opt['score']:.3f}", f"{opt['kl']:.2f}",
