@@ -92,3 +92,17 @@ def test_a_missing_run_flag_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         main([])
     assert e.value.code == 2 and "--run is required" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_task_run_is_measured_with_its_model_prompts_and_checker(tmp_path):
+    """--task arithmetic: the policy and J* come from the task's model, prompts and checker (scores in [0, 1])."""
+    train(RunConfig(task="arithmetic", max_new_tokens=6, batch_size=8, steps_per_epoch=2, seed=0, progress=False,
+                    out=str(tmp_path), run_name="arith"))
+    lines = []
+    got = evaluate(EvaluateOptions(run=str(tmp_path / "arith"), samples_per_prompt=1, base_samples_per_prompt=2),
+                   say=lines.append)
+    assert "task arithmetic (its checker)" in lines[0]
+    assert 0.0 <= got["score"] <= 1.0 and 0.0 <= got["optimum"]["score"] <= 1.0
+    from rlhf_nb.tasks import arith_split
+    assert got["n"] == len(arith_split()[0])  # one fresh sample of every training prompt
