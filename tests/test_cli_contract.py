@@ -132,3 +132,16 @@ def test_make_passes_overwrite_to_every_builder():
     for tool in BUILDERS:
         calls = [line for line in makefile.splitlines() if f"rlhf_nb.tools.{tool}" in line]
         assert calls and all("--overwrite" in line for line in calls), (tool, calls)
+
+
+@pytest.mark.parametrize("tool", ["capstone_sweep", "grpo_sweep", "verifiable_sweep"])
+@pytest.mark.parametrize("argv, msg", [(["--jobs", "0"], "--jobs must be in"),
+                                       (["--out", "/no/such/folder/x.json"], "to write it in"),
+                                       (["--out", "{tmp}"], "is a folder; give a file name")])
+def test_a_sweep_refuses_a_bad_jobs_or_out_before_any_run(tool, argv, msg, capsys, tmp_path):
+    """The three sweep tools share --jobs and --out (config.check_output_file): each refuses a bad one in one line."""
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"rlhf_nb.tools.{tool}").parse_args([a.format(tmp=tmp_path) for a in argv])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
