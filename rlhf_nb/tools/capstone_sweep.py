@@ -14,13 +14,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..cli import cli_from_dataclass
-from ..config import Options, check_output_file, option
+from ..config import option
 from ..course.experiments import (CAPSTONE_PATH, CAPSTONE_RUN, CAPSTONE_VARIANT_BETA, CAPSTONE_VARIANTS, REFRESH_EVERY,
                                   REFRESH_RUN, REFRESH_SEEDS, SWEEP_BETAS, SWEEP_SEEDS, refresh_to_dict, result_to_dict,
                                   run_refresh, run_settings)
 from ..runlog import write_json_atomically
-from . import parallel_map
+from . import SweepOptions, parallel_map, parse_sweep_args
 
 
 REFRESH_GROUPS = {"fixed": None, "refreshed": REFRESH_EVERY}  # steps between reference refreshes (None: never)
@@ -51,25 +50,16 @@ def one_run(job: tuple[str, float, int, dict]) -> dict:
 
 
 @dataclass
-class CapstoneOptions(Options):
+class CapstoneOptions(SweepOptions):
     """`python -m rlhf_nb.tools.capstone_sweep`: how many processes, and where the file goes. What runs is lesson 06's
     (rlhf_nb.course.experiments: CAPSTONE_RUN, SWEEP_BETAS, SWEEP_SEEDS, CAPSTONE_VARIANTS), which the lesson checks
     its live run against."""
 
-    jobs: int = option(1, "processes running the runs side by side (the numbers do not depend on it)", 1, 64)
     out: str = option(str(CAPSTONE_PATH), "the JSON to write (replaced atomically at the end)")
-    overwrite: bool = option(False, "replace a JSON that is a committed asset (the default --out): without it, a "
-                             "sweep over rlhf_nb/assets is refused before any work")
-
-
-def check_options(o: CapstoneOptions) -> None:
-    """The file can be written: checked now, not after 20 CPU minutes of runs."""
-    check_output_file(o.out, o.overwrite)
 
 
 def parse_args(argv=None) -> CapstoneOptions:
-    return cli_from_dataclass(CapstoneOptions, argv, prog="python -m rlhf_nb.tools.capstone_sweep",
-                              description=__doc__.split("\n\n")[0], check=check_options)
+    return parse_sweep_args(CapstoneOptions, argv, "python -m rlhf_nb.tools.capstone_sweep", __doc__)
 
 
 def main(argv=None) -> dict:

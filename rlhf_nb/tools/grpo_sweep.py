@@ -11,12 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..cli import cli_from_dataclass
-from ..config import Options, check_output_file, option
+from ..config import option
 from ..course.grpo_lesson import (GRPO_BETA, GRPO_RUN, GRPO_SEEDS, GRPO_SWEEP_PATH, GRPO_VARIANTS, OPTIMUM_SAMPLES,
                                   grpo_result_to_dict, run_settings_beta)
 from ..runlog import write_json_atomically
-from . import parallel_map
+from . import SweepOptions, parallel_map, parse_sweep_args
 
 
 def jobs_list() -> list[tuple[str, int, dict]]:
@@ -39,24 +38,15 @@ def optimum() -> dict:
 
 
 @dataclass
-class GrpoSweepOptions(Options):
+class GrpoSweepOptions(SweepOptions):
     """`python -m rlhf_nb.tools.grpo_sweep`: how many processes, and where the file goes. What runs is lesson 11's
     (rlhf_nb.course.grpo_lesson: GRPO_RUN, GRPO_BETA, GRPO_SEEDS, GRPO_VARIANTS)."""
 
-    jobs: int = option(1, "processes running the runs side by side (the numbers do not depend on it)", 1, 64)
     out: str = option(str(GRPO_SWEEP_PATH), "the JSON to write (replaced atomically at the end)")
-    overwrite: bool = option(False, "replace a JSON that is a committed asset (the default --out): without it, a "
-                             "sweep over rlhf_nb/assets is refused before any work")
-
-
-def check_options(o: GrpoSweepOptions) -> None:
-    """The file can be written: checked now, not after 10 CPU minutes of runs."""
-    check_output_file(o.out, o.overwrite)
 
 
 def parse_args(argv=None) -> GrpoSweepOptions:
-    return cli_from_dataclass(GrpoSweepOptions, argv, prog="python -m rlhf_nb.tools.grpo_sweep",
-                              description=__doc__.split("\n\n")[0], check=check_options)
+    return parse_sweep_args(GrpoSweepOptions, argv, "python -m rlhf_nb.tools.grpo_sweep", __doc__)
 
 
 def main(argv=None) -> dict:

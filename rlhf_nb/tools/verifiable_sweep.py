@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..cli import cli_from_dataclass
-from ..config import Options, check_output_file, option
+from ..config import option
 from ..course.verifiable import COMMON, METHODS, PRUNE, VERIFIABLE_PATH, VERIFIABLE_SEEDS, base_p, run_method
 from ..runlog import write_json_atomically
-from . import parallel_map
+from . import SweepOptions, parallel_map, parse_sweep_args
 
 
 def jobs_list() -> list[tuple[str, int]]:
@@ -29,22 +28,14 @@ def one_run(job: tuple[str, int]) -> dict:
 
 
 @dataclass
-class VerifiableOptions(Options):
+class VerifiableOptions(SweepOptions):
     """`python -m rlhf_nb.tools.verifiable_sweep`: how many processes, and where the file goes."""
 
-    jobs: int = option(1, "processes running the runs side by side (the numbers do not depend on it)", 1, 64)
     out: str = option(str(VERIFIABLE_PATH), "the JSON to write (replaced atomically at the end)")
-    overwrite: bool = option(False, "replace a JSON that is a committed asset (the default --out): without it, a "
-                             "sweep over rlhf_nb/assets is refused before any work")
-
-
-def check_options(o: VerifiableOptions) -> None:
-    check_output_file(o.out, o.overwrite)
 
 
 def parse_args(argv=None) -> VerifiableOptions:
-    return cli_from_dataclass(VerifiableOptions, argv, prog="python -m rlhf_nb.tools.verifiable_sweep",
-                              description=__doc__.split("\n\n")[0], check=check_options)
+    return parse_sweep_args(VerifiableOptions, argv, "python -m rlhf_nb.tools.verifiable_sweep", __doc__)
 
 
 def main(argv=None) -> dict:
