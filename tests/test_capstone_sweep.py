@@ -143,3 +143,15 @@ def test_run_capstone_runs_the_settings_the_tool_runs(monkeypatch):
     _, b, s, settings = next(j for j in tool.jobs_list() if j[0] == "vf_coef 0.1" and j[2] == 1)
     rest = {k: v for k, v in settings.items() if k not in ("batch_size", "steps")}
     assert seen == [(0.05, settings["batch_size"], settings["steps"], 1, rest)]
+
+
+def test_largest_difference_matches_nan_with_nan_and_never_hides_a_nan():
+    from rlhf_nb.course.experiments import largest_difference
+
+    nan = float("nan")
+    stored = [{"step": 1, "objective/kl": nan, "objective/scores": 0.5}, {"step": 2, "objective/kl": 1.0,
+                                                                           "objective/scores": 0.25}]
+    assert largest_difference([dict(h) for h in stored], stored) == 0.0  # nan matches nan
+    first_nan_live = [{"step": 1, "objective/kl": 3.0, "objective/scores": 0.5}, dict(stored[1])]
+    assert largest_difference(first_nan_live, stored) == float("inf")  # a number where nan was stored
+    assert largest_difference([dict(stored[0]), {**stored[1], "objective/scores": 0.5}], stored) == 0.25

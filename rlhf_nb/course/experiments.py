@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -136,10 +136,12 @@ def warning_kinds(r: ExperimentResult) -> list[str]:
     return [line.split("[", 1)[1].split("]", 1)[0] for line in r.warnings]
 
 
-def history_columns(history: list[dict[str, float]], digits: int = 6) -> dict[str, list]:
-    """A run's per-step metrics as one column per STORED_KEYS metric, floats rounded to `digits` (how they are stored)."""
-    keys = [k for k in STORED_KEYS if k in history[0]] if history else []
-    return {k: [round(h[k], digits) if isinstance(h[k], float) else h[k] for h in history] for k in keys}
+def history_columns(history: list[dict[str, float]], digits: int = 6,
+                    keys: Sequence[str] = STORED_KEYS) -> dict[str, list]:
+    """A run's per-step metrics as one column per metric of `keys` it has, floats rounded to `digits` (nan stays nan):
+    how a run is stored."""
+    kept = [k for k in keys if k in history[0]] if history else []
+    return {k: [round(h[k], digits) if isinstance(h[k], float) else h[k] for h in history] for k in kept}
 
 
 def history_rows(cols: dict[str, list]) -> list[dict[str, float]]:
@@ -147,12 +149,12 @@ def history_rows(cols: dict[str, list]) -> list[dict[str, float]]:
     return [dict(zip(cols, row)) for row in zip(*cols.values())]
 
 
-def result_to_dict(r: ExperimentResult, digits: int = 6) -> dict[str, Any]:
-    """A JSON-ready copy of a result: its history as one column per STORED_KEYS metric, rounded to `digits`."""
+def result_to_dict(r: ExperimentResult, digits: int = 6, keys: Sequence[str] = STORED_KEYS) -> dict[str, Any]:
+    """A JSON-ready copy of a result: its history as one column per metric of `keys`, rounded to `digits`."""
     return {"kl_coef": r.kl_coef, "batch_size": r.batch_size, "steps": r.steps, "seed": r.seed,
             "settings": r.settings, "cpu_s": round(r.cpu_s, 1), "final": r.final, "warnings": r.warnings,
             "samples_before": r.samples_before, "samples_after": r.samples_after,
-            "history": history_columns(r.history, digits)}
+            "history": history_columns(r.history, digits, keys)}
 
 
 def result_from_dict(d: dict[str, Any]) -> ExperimentResult:
@@ -162,14 +164,21 @@ def result_from_dict(d: dict[str, Any]) -> ExperimentResult:
                             d["cpu_s"])
 
 
-def largest_difference(live: list[dict[str, float]], stored: list[dict[str, float]], digits: int = 6) -> float:
-    """The largest difference between two runs' per-step metrics (STORED_KEYS, `live` rounded as stored); 0.0 when
-    the live run reproduces the stored one. Raises ValueError when they did not run the same steps."""
-    a, b = history_rows(history_columns(live, digits)), stored
+def largest_difference(live: list[dict[str, float]], stored: list[dict[str, float]], digits: int = 6,
+                       keys: Sequence[str] = STORED_KEYS) -> float:
+    """The largest difference between two runs' per-step metrics, over every metric the stored run kept (`live`
+    rounded as stored); 0.0 when the live run reproduces the stored one. nan matches nan; nan against a number is an
+    infinite difference. Raises ValueError when they did not run the same steps."""
+    a, b = history_rows(history_columns(live, digits, keys)), stored
     if [h["step"] for h in a] != [h["step"] for h in b]:
         raise ValueError(f"different steps: {len(a)} live, {len(b)} stored")
-    return max((abs(x[k] - y[k]) for x, y in zip(a, b) for k in y if k != "step"
-                if not (math.isnan(x[k]) and math.isnan(y[k]))), default=0.0)
+    out = 0.0
+    for x, y in zip(a, b):
+        for k in y:
+            if k == "step" or (math.isnan(x[k]) and math.isnan(y[k])):
+                continue
+            out = max(out, math.inf if math.isnan(x[k]) or math.isnan(y[k]) else abs(x[k] - y[k]))
+    return out
 
 
 def same_run(live: ExperimentResult, stored: ExperimentResult, digits: int = 6) -> float:
@@ -422,8 +431,7 @@ def run_smoke(params: dict[str, Any], seed: int) -> ExperimentResult:
 
 def history_difference(live: list[dict[str, float]], stored: ExperimentResult, digits: int = 6) -> float:
     """same_run for a plain history (e.g. train(...).history): the largest difference from a stored run's metrics."""
-    return same_run(ExperimentResult(stored.kl_coef, stored.batch_size, stored.steps, stored.seed, live, [], []),
-                    stored, digits)
+    return largest_difference(live, stored.history, digits)
 
 
 def smoke_seed_runs(params: dict[str, Any], history: list[dict[str, float]], seed: int,

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .experiments import ExperimentResult, result_from_dict, result_to_dict, run_settings
+from .experiments import (STORED_KEYS, ExperimentResult, largest_difference, result_from_dict, result_to_dict,
+                          run_settings)
 
 # every run: GRPO, 16 prompts × 4 completions, 10 new tokens, 60 steps of 2 PPO epochs × 2 minibatches (so that the
 # ratio leaves 1 and the clip, symmetric or not, has something to clip), the KL as β·Σk1 in the reward at β = 0.05
@@ -67,27 +68,12 @@ def run_settings_beta(seed: int, settings: dict[str, Any]) -> ExperimentResult:
 
 def grpo_result_to_dict(r: ExperimentResult, digits: int = 6) -> dict[str, Any]:
     """experiments.result_to_dict, with GRPO_KEYS kept too (nan stays nan: JSON's NaN)."""
-    d = result_to_dict(r, digits)
-    for k in GRPO_KEYS:
-        if r.history and k in r.history[0]:
-            d["history"][k] = [round(h[k], digits) if isinstance(h[k], float) and math.isfinite(h[k]) else h[k]
-                               for h in r.history]
-    return d
+    return result_to_dict(r, digits, (*STORED_KEYS, *GRPO_KEYS))
 
 
 def difference(live: ExperimentResult, stored: ExperimentResult, digits: int = 6) -> float:
-    """The largest difference between a live run's per-step metrics (rounded as stored) and a stored run's, over every
-    metric the stored run kept; 0.0 when the live run reproduces it (nan matches nan)."""
-    a, b = result_from_dict(grpo_result_to_dict(live, digits)).history, stored.history
-    if [h["step"] for h in a] != [h["step"] for h in b]:
-        raise ValueError(f"different steps: {len(a)} live, {len(b)} stored")
-    out = 0.0
-    for x, y in zip(a, b):
-        for k in y:
-            if k == "step" or (math.isnan(x[k]) and math.isnan(y[k])):
-                continue
-            out = max(out, abs(x[k] - y[k]) if not (math.isnan(x[k]) or math.isnan(y[k])) else math.inf)
-    return out
+    """experiments.largest_difference over GRPO_KEYS too: 0.0 when the live run reproduces the stored one."""
+    return largest_difference(live.history, stored.history, digits, (*STORED_KEYS, *GRPO_KEYS))
 
 
 def load_grpo_sweep(path: str | Path = GRPO_SWEEP_PATH) -> dict[str, Any]:
